@@ -1,0 +1,199 @@
+//! Builds a gateway from its configuration and runs it: store, channels, router, outbox, HTTP.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use frontdesk_channels::webchat::{WebChat, WebChatSettings};
+use frontdesk_channels::webhook::{WebhookChannel, WebhookSettings};
+use frontdesk_channels::Channel;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::outbox::Outbox;
+use crate::pipeline::Pipeline;
+use crate::router::Router;
+use crate::store::Store;
+
+/// A gateway ready to serve.
+pub struct App {
+    pub state: AppState,
+    pub outbox: Arc<Outbox>,
+}
+
+impl App {
+    /// Opens the store (applying migrations) and wires the channels, router and outbox.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let url = config.database_url();
+        let store = Store::open(&url, config.database.max_connections)
+            .await
+            .with_context(|| format!("cannot open the database {}", redact(&url)))?;
+        let metrics = crate::metrics::install()?;
+
+        let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
+        let webchat = if config.webchat.enabled {
+            let secret = match &config.webchat.secret {
+                Some(s) => s.clone(),
+                None => {
+                    store
+                        .setting_or_init("webchat_secret", || {
+                            hex::encode(rand::random::<[u8; 32]>())
+                        })
+                        .await?
+                }
+            };
+            let chat = Arc::new(WebChat::new(
+                WebChatSettings {
+                    name: config.webchat_name(),
+                    max_text_bytes: config.webchat.max_text_bytes,
+                    rate_per_second: config.webchat.rate_per_second,
+                    rate_burst: config.webchat.rate_burst,
+                    heartbeat: Duration::from_millis(config.webchat.heartbeat_ms.max(100)),
+                },
+                secret.into_bytes(),
+            ));
+            channels.insert(config.webchat_name(), chat.clone());
+            Some(chat)
+        } else {
+            None
+        };
+        let mut webhooks = HashMap::new();
+        for (name, ch) in &config.channels {
+            let channel = Arc::new(WebhookChannel::new(WebhookSettings {
+                name: name.clone(),
+                secret: ch.secret.clone(),
+                outbound_url: ch.outbound_url.clone(),
+                max_skew_secs: ch.max_skew_secs,
+                timeout: Duration::from_millis(ch.timeout_ms),
+                max_text_bytes: config.webchat.max_text_bytes.max(4096),
+            })?);
+            channels.insert(name.clone(), channel.clone());
+            webhooks.insert(name.clone(), channel);
+        }
+
+        let wakeup = Arc::new(Notify::new());
+        let router = Router::new(
+            store.clone(),
+            channels.clone(),
+            Pipeline::new(&config.languages)?,
+            wakeup.clone(),
+        );
+        let outbox = Outbox::new(store.clone(), channels, config.outbox.clone(), wakeup);
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            router,
+            webchat,
+            webhooks: Arc::new(webhooks),
+            metrics,
+        };
+        Ok(App { state, outbox })
+    }
+
+    /// Serves on `listener` until `shutdown` is cancelled.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let outbox_task = tokio::spawn(self.outbox.clone().run(shutdown.clone()));
+        let recovered = self.state.router.recover().await?;
+        tracing::info!(
+            channels = ?self.state.router.channel_names(),
+            recovered,
+            backend = ?self.state.store.backend(),
+            "gateway started"
+        );
+        let store = self.state.store.clone();
+        let routes = http::routes(self.state);
+        let stop = shutdown.clone();
+        axum::serve(listener, routes)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .context("HTTP server failed")?;
+        shutdown.cancel();
+        let _ = outbox_task.await;
+        store.close().await;
+        Ok(())
+    }
+}
+
+/// Hides a password in a database URL before it is logged.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `frontdesk serve`: binds, prints the address on stdout (test harnesses read it), serves until
+/// Ctrl-C or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen: SocketAddr = config.listen;
+    let app = App::build(config).await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("frontdesk listening on http://{addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        signal.cancel();
+    });
+    app.serve(listener, shutdown).await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_hidden_in_logged_urls() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

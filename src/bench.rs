@@ -1,0 +1,187 @@
+//! `frontdesk bench ...`: load generators that print throughput and latency percentiles.
+//!
+//! Benchmarks are not tests: nothing here asserts a speed. `bench ingest` starts a gateway in this
+//! process (on a temporary data directory, or the PostgreSQL given), opens many widget sessions
+//! over real WebSockets on 127.0.0.1 and measures how fast customer messages are acknowledged
+//! (stored and numbered), with the bot answering each one as it would in production.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::net::TcpListener;
+use tokio::sync::Barrier;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// Widget sessions sending messages through /ws/chat into storage.
+    Ingest(IngestArgs),
+}
+
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    /// Concurrent widget sessions.
+    #[arg(long, default_value_t = 1000)]
+    pub sessions: usize,
+    /// Messages each session sends (each waits for the previous one's ack).
+    #[arg(long, default_value_t = 20)]
+    pub messages: usize,
+    /// Store in this PostgreSQL database instead of a temporary SQLite file.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+pub async fn run(cmd: BenchCommand, config: Config) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Ingest(args) => ingest(args, config).await,
+    }
+}
+
+async fn ingest(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
+    // Each session needs two sockets in this process (client and server side).
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let dir = tempfile::tempdir()?;
+    config.data_dir = dir.path().to_path_buf();
+    config.database.url = args.database_url.clone();
+    config.webchat.rate_per_second = 1_000_000;
+    config.webchat.rate_burst = 1_000_000;
+    let backend = if args.database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+
+    let app = App::build(config).await?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.serve(listener, shutdown.clone()));
+
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/api/v1/widget/sessions");
+    let tokens: Vec<String> = futures_util::stream::iter(0..args.sessions)
+        .map(|_| {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                let v: serde_json::Value = http
+                    .post(&url)
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                v["token"]
+                    .as_str()
+                    .map(str::to_string)
+                    .context("no token in session answer")
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<anyhow::Result<String>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    eprintln!("{} sessions created; connecting sockets", tokens.len());
+
+    let barrier = Arc::new(Barrier::new(args.sessions + 1));
+    let mut tasks = Vec::with_capacity(args.sessions);
+    for (i, token) in tokens.into_iter().enumerate() {
+        let barrier = barrier.clone();
+        let ws_url = format!("ws://{addr}/ws/chat");
+        let messages = args.messages;
+        tasks.push(tokio::spawn(async move {
+            session(i, ws_url, token, messages, barrier).await
+        }));
+    }
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut failures = 0usize;
+    for t in tasks {
+        match t.await? {
+            Ok(h) => hist.add(h)?,
+            Err(e) => {
+                failures += 1;
+                if failures <= 3 {
+                    eprintln!("session failed: {e:#}");
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let acked = hist.len();
+    println!(
+        "bench ingest: backend {backend}, {} sessions x {} messages over /ws/chat",
+        args.sessions, args.messages
+    );
+    println!("  acknowledged: {acked} messages in {:.2} s = {:.0} messages/s ({failures} sessions failed)",
+        elapsed.as_secs_f64(), acked as f64 / elapsed.as_secs_f64());
+    println!(
+        "  ack latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        hist.value_at_quantile(0.50) as f64 / 1000.0,
+        hist.value_at_quantile(0.90) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0
+    );
+    println!(
+        "  machine: {} cores; client and server in one process",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    Ok(())
+}
+
+async fn session(
+    index: usize,
+    url: String,
+    token: String,
+    messages: usize,
+    barrier: Arc<Barrier>,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let connected = tokio_tungstenite::connect_async(&url).await;
+    let (mut ws, _) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            barrier.wait().await;
+            return Err(e.into());
+        }
+    };
+    ws.send(Message::text(
+        serde_json::json!({"type":"hello","token":token,"last_seq":0}).to_string(),
+    ))
+    .await?;
+    barrier.wait().await;
+    for n in 0..messages {
+        let client_id = format!("{index}-{n}");
+        let sent = Instant::now();
+        ws.send(Message::text(
+            serde_json::json!({"type":"message","client_id":client_id,"text":format!("my internet is down, message {n}")}).to_string(),
+        ))
+        .await?;
+        loop {
+            let frame = ws.next().await.context("socket closed before the ack")??;
+            let Message::Text(text) = frame else { continue };
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            match v["type"].as_str() {
+                Some("ack") if v["client_id"] == client_id.as_str() => break,
+                Some("error") => anyhow::bail!("server error: {text}"),
+                _ => {}
+            }
+        }
+        hist.record(sent.elapsed().as_micros() as u64)?;
+    }
+    let _ = ws.close(None).await;
+    Ok(hist)
+}

@@ -1,0 +1,122 @@
+//! The HTTP surface: thin handlers over the router, the channels and the store, with all state in
+//! one [`AppState`]. Routes are listed in [`routes`]; the OpenAPI document is generated from the
+//! handlers' annotations.
+
+mod error;
+mod handlers;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, Method, StatusCode};
+use axum::routing::{get, post};
+use axum::Extension;
+use frontdesk_channels::webchat::WebChat;
+use frontdesk_channels::webhook::WebhookChannel;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+
+pub use error::{ApiError, BodyLimit};
+
+use crate::config::Config;
+use crate::router::Router;
+use crate::store::Store;
+
+/// Everything a handler may need.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub router: Arc<Router>,
+    pub webchat: Option<Arc<WebChat>>,
+    pub webhooks: Arc<HashMap<String, Arc<WebhookChannel>>>,
+    pub metrics: PrometheusHandle,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Frontdesk API", description = "Omnichannel customer-support gateway"),
+    paths(
+        handlers::create_widget_session,
+        handlers::chat_socket,
+        handlers::webhook_message,
+        handlers::list_deliveries,
+        handlers::retry_delivery,
+        handlers::healthz,
+        handlers::readyz,
+    ),
+    components(schemas(
+        error::ErrorBody,
+        error::ErrorDetail,
+        handlers::SessionRequest,
+        handlers::DeliveryList,
+        handlers::WebhookAccepted,
+        crate::store::Delivery,
+        frontdesk_channels::webchat::WidgetSession,
+        frontdesk_channels::webhook::WebhookInbound,
+        frontdesk_channels::webhook::WebhookOutbound,
+        frontdesk_channels::Author,
+        frontdesk_channels::QuickReply,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// All routes of the gateway.
+pub fn routes(state: AppState) -> axum::Router {
+    let limit = state.config.http.max_body_bytes;
+    // The widget is embedded on customers' own sites: any origin may open a session. OPTIONS has
+    // a route of its own so the browser's preflight reaches the CORS layer (which answers it)
+    // instead of the method-not-allowed fallback.
+    let widget_sessions = axum::Router::new()
+        .route(
+            "/api/v1/widget/sessions",
+            post(handlers::create_widget_session).options(|| async { StatusCode::NO_CONTENT }),
+        )
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::POST])
+                .allow_headers([header::CONTENT_TYPE]),
+        );
+    axum::Router::new()
+        .merge(widget_sessions)
+        .route("/", get(handlers::demo_page))
+        .route("/widget.js", get(handlers::widget_script))
+        .route("/ws/chat", get(handlers::chat_socket))
+        .route(
+            "/api/v1/channels/{name}/messages",
+            post(handlers::webhook_message),
+        )
+        .route("/api/v1/deliveries", get(handlers::list_deliveries))
+        .route(
+            "/api/v1/deliveries/{id}/retry",
+            post(handlers::retry_delivery),
+        )
+        .route("/api/v1/openapi.json", get(handlers::openapi))
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(Extension(BodyLimit(limit)))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,16 @@
+//! Frontdesk: an omnichannel customer-support gateway.
+//!
+//! Channels (`frontdesk-channels`) turn platform events into normalized messages; the [`router`]
+//! stores them and runs the bot's [`pipeline`]; replies leave through the [`outbox`]; everything is
+//! kept by the [`store`] on SQLite or PostgreSQL and served over [`http`].
+
+pub mod app;
+pub mod bench;
+pub mod config;
+pub mod http;
+pub mod i18n;
+pub mod metrics;
+pub mod outbox;
+pub mod pipeline;
+pub mod router;
+pub mod store;

@@ -1,0 +1,212 @@
+//! Delivers queued bot and agent messages through their channels, with retries.
+//!
+//! Every outbound message is an outbox row written in the same transaction as the message, so a
+//! crash never loses a reply: the worker picks up whatever is due after a restart. Each attempt
+//! claims its row with a lease (a conditional update), so several gateway processes sharing one
+//! PostgreSQL never send the same attempt twice; a process that dies mid-attempt leaves the row to
+//! be retried when the lease runs out (at-least-once, with a stable `delivery_id` to de-duplicate
+//! on). Failures back off exponentially with jitter until `max_attempts`, then the row is dead:
+//! listed by `GET /api/v1/deliveries?status=dead`, replayable with `POST .../retry`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use frontdesk_channels::{now_ms, Channel, DeliveryError};
+use rand::Rng;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OutboxConfig;
+use crate::metrics as m;
+use crate::store::{Delivery, Store};
+
+pub struct Outbox {
+    store: Store,
+    channels: HashMap<String, Arc<dyn Channel>>,
+    config: OutboxConfig,
+    wakeup: Arc<Notify>,
+    in_flight: Mutex<HashSet<String>>,
+    slots: Arc<Semaphore>,
+}
+
+/// Delay before attempt `attempt + 1`: base * 2^(attempt-1), capped, then jittered to 50-100 %.
+pub fn backoff_ms(config: &OutboxConfig, attempt: i64, rng: &mut impl Rng) -> i64 {
+    let exp = attempt.clamp(1, 30) - 1;
+    let full = config
+        .base_delay_ms
+        .saturating_mul(1i64 << exp)
+        .min(config.max_delay_ms)
+        .max(1);
+    rng.random_range(full / 2..=full)
+}
+
+impl Outbox {
+    pub fn new(
+        store: Store,
+        channels: HashMap<String, Arc<dyn Channel>>,
+        config: OutboxConfig,
+        wakeup: Arc<Notify>,
+    ) -> Arc<Self> {
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        Arc::new(Self {
+            store,
+            channels,
+            config,
+            wakeup,
+            in_flight: Mutex::new(HashSet::new()),
+            slots,
+        })
+    }
+
+    pub fn wakeup(&self) -> Arc<Notify> {
+        self.wakeup.clone()
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs until `shutdown`: delivers what is due, then sleeps until woken or `poll_ms` passes.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let poll = Duration::from_millis(self.config.poll_ms.max(10));
+        let mut gauges_at = tokio::time::Instant::now();
+        loop {
+            let started = self.pass().await;
+            if gauges_at.elapsed() > Duration::from_secs(2) {
+                gauges_at = tokio::time::Instant::now();
+                if let Ok(c) = self.store.outbox_counts().await {
+                    metrics::gauge!(m::OUTBOX_BACKLOG).set(c.pending as f64);
+                    metrics::gauge!(m::OUTBOX_DEAD).set(c.dead as f64);
+                }
+            }
+            if started > 0 {
+                // More may be due right away (the next message of a conversation just delivered).
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.wakeup.notified() => {},
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {},
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wakeup.notified() => {},
+                _ = tokio::time::sleep(poll) => {},
+            }
+        }
+    }
+
+    /// One look at the due deliveries; returns how many attempts it started.
+    async fn pass(self: &Arc<Self>) -> usize {
+        let limit = (self.config.concurrency * 4) as i64;
+        let due = match self.store.due_deliveries(now_ms(), limit).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox: cannot read due deliveries");
+                return 0;
+            }
+        };
+        let mut started = 0;
+        for delivery in due {
+            if !self.in_flight().insert(delivery.id.clone()) {
+                continue;
+            }
+            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                return started;
+            };
+            let lease_until = now_ms() + self.config.lease_ms;
+            match self.store.claim_delivery(&delivery, lease_until).await {
+                Ok(true) => {
+                    started += 1;
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.attempt(delivery).await;
+                        drop(permit);
+                    });
+                }
+                Ok(false) => {
+                    self.in_flight().remove(&delivery.id);
+                }
+                Err(e) => {
+                    self.in_flight().remove(&delivery.id);
+                    tracing::error!(delivery = %delivery.id, error = %e, "outbox: cannot claim a delivery");
+                }
+            }
+        }
+        started
+    }
+
+    async fn attempt(self: Arc<Self>, delivery: Delivery) {
+        let attempt = delivery.attempts + 1;
+        let result = match self.channels.get(&delivery.channel) {
+            Some(ch) => ch.deliver(&delivery.outbound()).await,
+            None => Err(DeliveryError::Permanent(format!(
+                "channel '{}' is not configured on this gateway",
+                delivery.channel
+            ))),
+        };
+        let channel = delivery.channel.clone();
+        let recorded = match result {
+            Ok(()) => {
+                metrics::counter!(m::MESSAGES_OUT, "channel" => channel).increment(1);
+                self.store.mark_delivered(&delivery.id).await
+            }
+            Err(DeliveryError::Retryable(err)) if attempt < self.config.max_attempts => {
+                let delay = backoff_ms(&self.config, attempt, &mut rand::rng());
+                metrics::counter!(m::DELIVERY_FAILURES, "channel" => channel, "outcome" => "retry")
+                    .increment(1);
+                tracing::warn!(delivery = %delivery.id, attempt, retry_in_ms = delay, error = %err, "delivery failed; will retry");
+                self.store
+                    .mark_failed(&delivery.id, &err, Some(now_ms() + delay))
+                    .await
+            }
+            Err(e) => {
+                metrics::counter!(m::DELIVERY_FAILURES, "channel" => channel, "outcome" => "dead")
+                    .increment(1);
+                let err = format!("{e} (after {attempt} attempt(s))");
+                tracing::error!(delivery = %delivery.id, attempt, error = %err, "delivery dead-lettered");
+                self.store.mark_failed(&delivery.id, &err, None).await
+            }
+        };
+        if let Err(e) = recorded {
+            // The lease runs out and the attempt is made again: at-least-once.
+            tracing::error!(delivery = %delivery.id, error = %e, "outbox: cannot record an attempt");
+        }
+        self.in_flight().remove(&delivery.id);
+        self.wakeup.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stays_under_the_cap() {
+        let cfg = OutboxConfig {
+            base_delay_ms: 100,
+            max_delay_ms: 1000,
+            ..OutboxConfig::default()
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (attempt, full) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (20, 1000),
+        ] {
+            for _ in 0..50 {
+                let d = backoff_ms(&cfg, attempt, &mut rng);
+                assert!(
+                    d >= full / 2 && d <= full,
+                    "attempt {attempt}: {d} not in {}..={full}",
+                    full / 2
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The bot's turn for one customer message, as a short list of stages with one interface.
+//!
+//! Ownership (a conversation a person owns never gets a bot reply), understanding (language now;
+//! intent and emotion later), policy (answer / clarify / hand off) and reply (the words). Each stage
+//! reads and extends the [`Turn`]; a stage may stop the turn. Nothing here touches the database:
+//! the router commits the finished turn in one transaction.
+
+use async_trait::async_trait;
+use frontdesk_channels::{Author, StoredMessage};
+use serde_json::json;
+
+use crate::i18n::{self, Phrase};
+use crate::store::{Conversation, NewMessage, StatusChange, TurnOutcome};
+
+/// What the policy decided to do with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// No way to answer exists yet (no knowledge base): say so honestly.
+    CannotAnswerYet { greet: bool },
+}
+
+/// One customer message on its way through the stages.
+#[derive(Debug)]
+pub struct Turn<'a> {
+    pub conversation: &'a Conversation,
+    pub message: &'a StoredMessage,
+    /// Two-letter language the bot answers in.
+    pub language: String,
+    /// True when the detection was confident enough to store on the conversation.
+    pub language_detected: bool,
+    pub annotations: serde_json::Map<String, serde_json::Value>,
+    pub status_change: Option<StatusChange>,
+    pub decision: Option<Decision>,
+    pub replies: Vec<NewMessage>,
+    /// Set by a stage that ends the turn (no later stage runs).
+    pub stopped: bool,
+}
+
+/// One step of a turn.
+#[async_trait]
+pub trait Stage: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()>;
+}
+
+/// A person owns queued and assigned conversations: the bot stays silent there. A customer writing
+/// into a resolved conversation reopens it to the bot.
+pub struct OwnershipStage;
+
+#[async_trait]
+impl Stage for OwnershipStage {
+    fn name(&self) -> &'static str {
+        "ownership"
+    }
+
+    async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()> {
+        match turn.conversation.status.as_str() {
+            "queued" | "assigned" => {
+                turn.annotations.insert("owner".into(), json!("human"));
+                turn.stopped = true;
+            }
+            "resolved" => {
+                turn.status_change = Some(StatusChange {
+                    to: "bot".into(),
+                    actor: "customer".into(),
+                    reason: "customer wrote again".into(),
+                    details: json!({ "seq": turn.message.seq }),
+                });
+                turn.annotations.insert("owner".into(), json!("bot"));
+            }
+            _ => {
+                turn.annotations.insert("owner".into(), json!("bot"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Detects the message's language (whatlang) among the configured ones; short Latin-script texts
+/// keep the conversation's language unless the detection is reliable.
+pub struct UnderstandingStage {
+    detector: whatlang::Detector,
+}
+
+/// Two-letter codes and whatlang's languages, for the languages a deployment can configure.
+const LANGUAGES: [(&str, whatlang::Lang); 12] = {
+    use whatlang::Lang::*;
+    [
+        ("en", Eng),
+        ("ru", Rus),
+        ("vi", Vie),
+        ("zh", Cmn),
+        ("uk", Ukr),
+        ("de", Deu),
+        ("fr", Fra),
+        ("es", Spa),
+        ("pt", Por),
+        ("it", Ita),
+        ("ja", Jpn),
+        ("ko", Kor),
+    ]
+};
+
+fn two_letter(lang: whatlang::Lang) -> &'static str {
+    LANGUAGES
+        .iter()
+        .find(|(_, l)| *l == lang)
+        .map(|(code, _)| *code)
+        .unwrap_or_else(|| lang.code())
+}
+
+impl UnderstandingStage {
+    /// Detection is restricted to `languages` (two-letter codes): open-set detection on short
+    /// messages confuses neighbours (whatlang reads short Russian as Ukrainian).
+    pub fn new(languages: &[String]) -> anyhow::Result<Self> {
+        let mut allow = Vec::new();
+        for code in languages {
+            let lang = LANGUAGES
+                .iter()
+                .find(|(c, _)| c == code)
+                .map(|(_, l)| *l)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = LANGUAGES.iter().map(|(c, _)| *c).collect();
+                    anyhow::anyhow!(
+                        "unsupported language '{code}' (supported: {})",
+                        known.join(", ")
+                    )
+                })?;
+            allow.push(lang);
+        }
+        anyhow::ensure!(
+            !allow.is_empty(),
+            "at least one language must be configured"
+        );
+        Ok(Self {
+            detector: whatlang::Detector::with_allowlist(allow),
+        })
+    }
+}
+
+#[async_trait]
+impl Stage for UnderstandingStage {
+    fn name(&self) -> &'static str {
+        "understanding"
+    }
+
+    async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()> {
+        let known = turn.conversation.language.clone();
+        match self.detector.detect(&turn.message.text) {
+            Some(info) => {
+                let code = two_letter(info.lang());
+                turn.annotations.insert(
+                    "language".into(),
+                    json!({ "code": code, "confidence": info.confidence(), "reliable": info.is_reliable() }),
+                );
+                // Scripts are unambiguous for ru and zh even in short messages; Latin-script
+                // guesses on a few words are not, so they only count when reliable.
+                let script_sure = matches!(code, "ru" | "zh" | "uk" | "ja" | "ko");
+                if info.is_reliable() || script_sure || known.is_none() {
+                    turn.language = code.to_string();
+                    turn.language_detected = true;
+                } else if let Some(k) = known {
+                    turn.language = k;
+                }
+            }
+            None => {
+                if let Some(k) = known {
+                    turn.language = k;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decides what to do. Until the knowledge base and intents exist, the only honest answer is
+/// that the bot cannot answer yet (greeting first on a conversation's first message).
+pub struct PolicyStage;
+
+#[async_trait]
+impl Stage for PolicyStage {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()> {
+        let greet = turn.conversation.processed_seq == 0;
+        turn.decision = Some(Decision::CannotAnswerYet { greet });
+        turn.annotations.insert(
+            "decision".into(),
+            json!({ "action": "cannot_answer_yet", "reason": "no knowledge base is connected" }),
+        );
+        Ok(())
+    }
+}
+
+/// Turns the decision into messages in the customer's language.
+pub struct ReplyStage;
+
+#[async_trait]
+impl Stage for ReplyStage {
+    fn name(&self) -> &'static str {
+        "reply"
+    }
+
+    async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()> {
+        let lang = turn.language.as_str();
+        let lang = if i18n::SUPPORTED.contains(&lang) {
+            lang
+        } else {
+            "en"
+        };
+        match &turn.decision {
+            Some(Decision::CannotAnswerYet { greet }) => {
+                let mut text = String::new();
+                if *greet {
+                    text.push_str(i18n::phrase(Phrase::Greeting, lang));
+                    text.push(' ');
+                }
+                text.push_str(i18n::phrase(Phrase::CannotAnswerYet, lang));
+                turn.replies.push(NewMessage {
+                    author: Author::Bot,
+                    text,
+                    quick_replies: Vec::new(),
+                    annotations: json!({ "in_reply_to": turn.message.seq, "decision": "cannot_answer_yet", "language": lang }),
+                });
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// The stages in order.
+pub struct Pipeline {
+    stages: Vec<Box<dyn Stage>>,
+}
+
+impl Pipeline {
+    /// The standard stages, detecting among `languages`.
+    pub fn new(languages: &[String]) -> anyhow::Result<Self> {
+        Ok(Self {
+            stages: vec![
+                Box::new(OwnershipStage),
+                Box::new(UnderstandingStage::new(languages)?),
+                Box::new(PolicyStage),
+                Box::new(ReplyStage),
+            ],
+        })
+    }
+
+    /// Runs the stages for one message and returns what to commit. A failing stage is recorded in
+    /// the annotations and ends the turn without a reply (the message itself is already stored).
+    pub async fn run(&self, conversation: &Conversation, message: &StoredMessage) -> TurnOutcome {
+        let mut turn = Turn {
+            conversation,
+            message,
+            language: conversation.language.clone().unwrap_or_else(|| "en".into()),
+            language_detected: false,
+            annotations: serde_json::Map::new(),
+            status_change: None,
+            decision: None,
+            replies: Vec::new(),
+            stopped: false,
+        };
+        for stage in &self.stages {
+            if turn.stopped {
+                break;
+            }
+            if let Err(e) = stage.run(&mut turn).await {
+                tracing::error!(stage = stage.name(), conversation = %conversation.id, seq = message.seq, error = %e, "pipeline stage failed");
+                turn.annotations.insert(
+                    "error".into(),
+                    json!({ "stage": stage.name(), "message": e.to_string() }),
+                );
+                turn.replies.clear();
+                break;
+            }
+        }
+        TurnOutcome {
+            conversation_id: conversation.id.clone(),
+            expected_processed_seq: conversation.processed_seq,
+            message_seq: message.seq,
+            message_annotations: serde_json::Value::Object(turn.annotations),
+            language: turn.language_detected.then_some(turn.language),
+            status_change: turn.status_change,
+            replies: turn.replies,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversation(status: &str, processed: i64) -> Conversation {
+        Conversation {
+            id: "c".into(),
+            channel: "webchat".into(),
+            contact_id: "p".into(),
+            contact_external_id: "v".into(),
+            status: status.into(),
+            language: None,
+            priority: 0,
+            last_seq: processed + 1,
+            processed_seq: processed,
+        }
+    }
+
+    fn message(text: &str, seq: i64) -> StoredMessage {
+        StoredMessage {
+            conversation_id: "c".into(),
+            seq,
+            author: Author::Customer,
+            text: text.into(),
+            created_at_ms: 0,
+            metadata: serde_json::Value::Null,
+            quick_replies: vec![],
+        }
+    }
+
+    fn pipeline() -> Pipeline {
+        let langs: Vec<String> = ["en", "ru", "vi", "zh"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Pipeline::new(&langs).expect("pipeline")
+    }
+
+    #[test]
+    fn unknown_languages_are_refused_at_start() {
+        let err = Pipeline::new(&["xx".to_string()]).err().expect("refused");
+        assert!(
+            err.to_string().contains("unsupported language 'xx'"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_conversation_owned_by_a_person_gets_no_bot_reply() {
+        let p = pipeline();
+        for status in ["queued", "assigned"] {
+            let out = p.run(&conversation(status, 3), &message("hello?", 4)).await;
+            assert!(out.replies.is_empty(), "{status}");
+            assert_eq!(out.message_annotations["owner"], "human");
+        }
+    }
+
+    #[tokio::test]
+    async fn first_message_is_greeted_in_the_customers_language() {
+        let p = pipeline();
+        let out = p
+            .run(
+                &conversation("bot", 0),
+                &message("Здравствуйте, у меня не работает интернет дома", 1),
+            )
+            .await;
+        assert_eq!(out.language.as_deref(), Some("ru"));
+        assert_eq!(out.replies.len(), 1);
+        assert!(
+            out.replies[0].text.starts_with("Здравствуйте!"),
+            "{}",
+            out.replies[0].text
+        );
+        let later = p
+            .run(&conversation("bot", 1), &message("我的网络坏了", 3))
+            .await;
+        assert_eq!(later.language.as_deref(), Some("zh"));
+        assert!(
+            !later.replies[0].text.contains("您好"),
+            "no second greeting"
+        );
+    }
+
+    #[tokio::test]
+    async fn writing_into_a_resolved_conversation_reopens_it_to_the_bot() {
+        let out = pipeline()
+            .run(
+                &conversation("resolved", 2),
+                &message("one more question", 5),
+            )
+            .await;
+        let change = out.status_change.expect("reopened");
+        assert_eq!(
+            (change.to.as_str(), change.reason.as_str()),
+            ("bot", "customer wrote again")
+        );
+        assert_eq!(out.replies.len(), 1);
+    }
+}

@@ -1,0 +1,223 @@
+//! The conversation router: the one place every channel hands customer messages to.
+//!
+//! `ingest` stores a message (once) and returns its sequence number right away; the bot's turn then
+//! runs in a per-conversation worker, so one conversation's messages are handled strictly in order
+//! while different conversations proceed concurrently. A turn's reply, annotations and status change
+//! are committed together with the conversation's `processed_seq`, so after a crash the router
+//! resumes exactly at the first message no turn has finished for.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use frontdesk_channels::{Ack, Channel, Gateway, GatewayError, InboundMessage, StoredMessage};
+use tokio::sync::Notify;
+
+use crate::metrics as m;
+use crate::pipeline::Pipeline;
+use crate::store::{Store, StoreError};
+
+pub struct Router {
+    store: Store,
+    channels: HashMap<String, Arc<dyn Channel>>,
+    pipeline: Pipeline,
+    /// Wakes the outbox when a turn queued a delivery.
+    outbox_wakeup: Arc<Notify>,
+    /// Conversations with a running worker; `true` = more work arrived while it ran.
+    active: Mutex<HashMap<String, bool>>,
+    me: Weak<Router>,
+}
+
+impl From<StoreError> for GatewayError {
+    fn from(e: StoreError) -> Self {
+        GatewayError::Storage(e.to_string())
+    }
+}
+
+impl Router {
+    pub fn new(
+        store: Store,
+        channels: HashMap<String, Arc<dyn Channel>>,
+        pipeline: Pipeline,
+        outbox_wakeup: Arc<Notify>,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Router {
+            store,
+            channels,
+            pipeline,
+            outbox_wakeup,
+            active: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    pub fn channel(&self, name: &str) -> Option<&Arc<dyn Channel>> {
+        self.channels.get(name)
+    }
+
+    /// Makes the outbox look for due deliveries now.
+    pub fn wake_outbox(&self) {
+        self.outbox_wakeup.notify_one();
+    }
+
+    pub fn channel_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.channels.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure a worker will look at the conversation's unprocessed messages.
+    pub fn schedule(&self, conversation_id: &str) {
+        let mut active = self.active();
+        if let Some(more) = active.get_mut(conversation_id) {
+            *more = true;
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        active.insert(conversation_id.to_string(), false);
+        let id = conversation_id.to_string();
+        tokio::spawn(async move { me.worker(id).await });
+    }
+
+    /// Schedules every conversation left with unprocessed messages (after a crash or restart).
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        let ids = self.store.conversations_with_unprocessed().await?;
+        for id in &ids {
+            self.schedule(id);
+        }
+        if !ids.is_empty() {
+            tracing::info!(
+                conversations = ids.len(),
+                "resuming unprocessed conversations"
+            );
+        }
+        Ok(ids.len())
+    }
+
+    async fn worker(self: Arc<Self>, conversation_id: String) {
+        let mut failures = 0u32;
+        loop {
+            match self.process(&conversation_id).await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    tracing::error!(conversation = %conversation_id, error = %e, failures, "bot turn failed; will retry");
+                    if failures < 5 {
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+                        continue;
+                    }
+                    // The messages stay unprocessed in the store; `recover` picks them up at start.
+                }
+            }
+            let mut active = self.active();
+            match active.get_mut(&conversation_id) {
+                Some(more) if *more => *more = false,
+                _ => {
+                    active.remove(&conversation_id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs bot turns for the conversation's unprocessed messages, oldest first.
+    async fn process(&self, conversation_id: &str) -> Result<(), StoreError> {
+        loop {
+            let Some(conversation) = self.store.conversation(conversation_id).await? else {
+                return Ok(());
+            };
+            let pending = self.store.unprocessed(&conversation).await?;
+            let Some(message) = pending.first() else {
+                return Ok(());
+            };
+            let started = Instant::now();
+            let channel = self.channels.get(&conversation.channel).cloned();
+            let bot_turn = conversation.status == "bot" || conversation.status == "resolved";
+            if let (Some(ch), true) = (&channel, bot_turn) {
+                ch.typing(&conversation.id, &conversation.contact_external_id, true)
+                    .await;
+            }
+            let outcome = self.pipeline.run(&conversation, message).await;
+            let committed = self.store.commit_turn(&outcome).await?;
+            if let (Some(ch), true) = (&channel, bot_turn) {
+                ch.typing(&conversation.id, &conversation.contact_external_id, false)
+                    .await;
+            }
+            if committed {
+                metrics::histogram!(m::PIPELINE_SECONDS).record(started.elapsed().as_secs_f64());
+                if !outcome.replies.is_empty() {
+                    self.outbox_wakeup.notify_one();
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Gateway for Router {
+    async fn ingest(&self, message: InboundMessage) -> Result<Ack, GatewayError> {
+        if !self.channels.contains_key(&message.channel) {
+            return Err(GatewayError::Invalid(format!(
+                "unknown channel '{}'",
+                message.channel
+            )));
+        }
+        let ack = self.store.ingest(&message).await?;
+        let channel = message.channel;
+        if ack.duplicate {
+            metrics::counter!(m::MESSAGES_DUPLICATE, "channel" => channel).increment(1);
+            tracing::info!(conversation = %ack.conversation_id, seq = ack.seq, "duplicate message acknowledged with its original seq");
+        } else {
+            metrics::counter!(m::MESSAGES_IN, "channel" => channel).increment(1);
+            self.schedule(&ack.conversation_id);
+        }
+        Ok(ack)
+    }
+
+    async fn open_conversation(
+        &self,
+        channel: &str,
+        contact_external_id: &str,
+        name: Option<&str>,
+        email: Option<&str>,
+        language: Option<&str>,
+    ) -> Result<Ack, GatewayError> {
+        Ok(self
+            .store
+            .open_conversation(channel, contact_external_id, name, email, language)
+            .await?)
+    }
+
+    async fn find_conversation(
+        &self,
+        channel: &str,
+        contact_external_id: &str,
+    ) -> Result<Option<Ack>, GatewayError> {
+        Ok(self
+            .store
+            .find_conversation(channel, contact_external_id)
+            .await?)
+    }
+
+    async fn history(
+        &self,
+        conversation_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, GatewayError> {
+        Ok(self
+            .store
+            .history(conversation_id, after_seq, limit)
+            .await?)
+    }
+
+    fn customer_typing(&self, conversation_id: &str, typing: bool) {
+        // Shown to the owning agent once the agent console exists; traced until then.
+        tracing::trace!(conversation = conversation_id, typing, "customer typing");
+    }
+}

@@ -1,0 +1,903 @@
+//! Storage of contacts, conversations, messages, events and the outbox, on SQLite or PostgreSQL.
+//!
+//! One set of SQL serves both backends through sqlx's `Any` driver (`$N` placeholders, TEXT ids,
+//! BIGINT millisecond times, JSON as TEXT). On SQLite every write goes through one connection so
+//! writers queue in the process instead of failing with "database is locked"; reads use a few
+//! more connections (WAL lets them run beside the writer). On PostgreSQL both share one pool, and
+//! conditional updates keep several gateway processes from doing the same work twice.
+
+use std::time::Duration;
+
+use frontdesk_channels::{
+    now_ms, Ack, Author, InboundMessage, OutboundMessage, QuickReply, StoredMessage,
+};
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+/// Storage failures; the messages name the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error while {0}: {1}")]
+    Db(&'static str, #[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| StoreError::Db(what, e)
+}
+
+/// A fresh sortable id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+fn is_unique_violation(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(_, sqlx::Error::Database(d)) if d.is_unique_violation())
+}
+
+/// Runs a write transaction again when a concurrent one (another task or gateway process on
+/// PostgreSQL) created the same row first: the retry then sees that row (the same contact, or the
+/// same message, which it answers as a duplicate).
+async fn retry_on_conflict<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if is_unique_violation(&e) && tries < 3 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A conversation as the pipeline needs it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conversation {
+    pub id: String,
+    pub channel: String,
+    pub contact_id: String,
+    /// The contact's id on the conversation's channel.
+    pub contact_external_id: String,
+    pub status: String,
+    pub language: Option<String>,
+    pub priority: i64,
+    pub last_seq: i64,
+    pub processed_seq: i64,
+}
+
+/// A message the pipeline wants to add to a conversation.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub author: Author,
+    pub text: String,
+    pub quick_replies: Vec<QuickReply>,
+    pub annotations: serde_json::Value,
+}
+
+/// A status change with its reason, recorded as a conversation event.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub to: String,
+    pub actor: String,
+    pub reason: String,
+    pub details: serde_json::Value,
+}
+
+/// Everything one bot turn (one customer message) changes, committed at once.
+#[derive(Debug, Clone)]
+pub struct TurnOutcome {
+    pub conversation_id: String,
+    /// `processed_seq` the turn started from: the commit is refused if another worker moved it.
+    pub expected_processed_seq: i64,
+    /// The customer message this turn handled.
+    pub message_seq: i64,
+    pub message_annotations: serde_json::Value,
+    pub language: Option<String>,
+    pub status_change: Option<StatusChange>,
+    pub replies: Vec<NewMessage>,
+}
+
+/// An outbox row with what is needed to deliver it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    pub id: String,
+    pub message_id: String,
+    pub conversation_id: String,
+    pub contact_id: String,
+    pub seq: i64,
+    pub channel: String,
+    pub target: String,
+    pub status: String,
+    pub attempts: i64,
+    /// Milliseconds since the Unix epoch.
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+    pub author: Author,
+    pub text: String,
+    #[schema(value_type = Vec<Object>)]
+    pub quick_replies: Vec<QuickReply>,
+    pub message_created_at: i64,
+}
+
+impl Delivery {
+    pub fn outbound(&self) -> OutboundMessage {
+        OutboundMessage {
+            delivery_id: self.id.clone(),
+            channel: self.channel.clone(),
+            conversation_id: self.conversation_id.clone(),
+            contact_id: self.contact_id.clone(),
+            contact_external_id: self.target.clone(),
+            seq: self.seq,
+            author: self.author,
+            text: self.text.clone(),
+            quick_replies: self.quick_replies.clone(),
+            created_at_ms: self.message_created_at,
+        }
+    }
+}
+
+/// Outbox counts for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub dead: i64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    write: AnyPool,
+    read: AnyPool,
+    backend: Backend,
+}
+
+const DELIVERY_COLUMNS: &str = "o.id, o.message_id, o.conversation_id, c.contact_id, o.seq, o.channel, \
+     o.target, o.status, o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.delivered_at, \
+     m.author, m.text, m.quick_replies, m.created_at AS message_created_at";
+
+/// Per-connection SQLite settings: WAL so readers run beside the writer, NORMAL sync (durable
+/// across a process crash; a power cut may lose the last commits), and a busy timeout.
+fn sqlite_pragmas<'c>(
+    conn: &'c mut sqlx::AnyConnection,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'c, std::result::Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.execute(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+        )
+        .await
+        .map(|_| ())
+    })
+}
+
+impl Store {
+    /// Opens the database (creating a SQLite file if needed) and applies the migrations.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let store = match backend {
+            Backend::Sqlite => {
+                let write = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(sqlite_pragmas)
+                    .connect(url)
+                    .await
+                    .map_err(db("opening the SQLite database"))?;
+                // Create the schema before readers open the file.
+                sqlx::migrate!("./migrations").run(&write).await?;
+                let read = AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(sqlite_pragmas)
+                    .connect(url)
+                    .await
+                    .map_err(db("opening the SQLite database"))?;
+                Store {
+                    write,
+                    read,
+                    backend,
+                }
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(max_connections.max(2))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(url)
+                    .await
+                    .map_err(db("connecting to PostgreSQL"))?;
+                sqlx::migrate!("./migrations").run(&pool).await?;
+                Store {
+                    write: pool.clone(),
+                    read: pool,
+                    backend,
+                }
+            }
+        };
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(db("checking the database"))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    /// A setting, created with `make()` the first time (by whichever process comes first).
+    pub async fn setting_or_init(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> String,
+    ) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(make())
+        .execute(&self.write)
+        .await
+        .map_err(db("writing a setting"))?;
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_one(&self.write)
+            .await
+            .map_err(db("reading a setting"))?;
+        row.try_get("value").map_err(db("reading a setting"))
+    }
+
+    /// The contact's conversation on a channel, created with the contact if missing.
+    async fn ensure_conversation(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        channel: &str,
+        external_id: &str,
+        name: Option<&str>,
+        email: Option<&str>,
+        now: i64,
+    ) -> Result<(String, String, i64)> {
+        let found = sqlx::query(
+            "SELECT c.id, c.contact_id, c.last_seq FROM contact_identities i \
+             JOIN conversations c ON c.contact_id = i.contact_id AND c.channel = i.channel \
+             WHERE i.channel = $1 AND i.external_id = $2",
+        )
+        .bind(channel)
+        .bind(external_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db("finding a conversation"))?;
+        if let Some(row) = found {
+            return Ok((
+                row.try_get("id").map_err(db("reading a conversation"))?,
+                row.try_get("contact_id")
+                    .map_err(db("reading a conversation"))?,
+                row.try_get("last_seq")
+                    .map_err(db("reading a conversation"))?,
+            ));
+        }
+        let contact_id = new_id();
+        let conversation_id = new_id();
+        sqlx::query("INSERT INTO contacts (id, name, email, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&contact_id)
+            .bind(name)
+            .bind(email)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(db("creating a contact"))?;
+        sqlx::query(
+            "INSERT INTO contact_identities (channel, external_id, contact_id, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(channel)
+        .bind(external_id)
+        .bind(&contact_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("creating a contact identity"))?;
+        sqlx::query(
+            "INSERT INTO conversations (id, channel, contact_id, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'bot', $4, $4)",
+        )
+        .bind(&conversation_id)
+        .bind(channel)
+        .bind(&contact_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("creating a conversation"))?;
+        Ok((conversation_id, contact_id, 0))
+    }
+
+    /// Creates (or finds) the contact and its conversation; `seq` is the conversation's newest.
+    pub async fn open_conversation(
+        &self,
+        channel: &str,
+        external_id: &str,
+        name: Option<&str>,
+        email: Option<&str>,
+        language: Option<&str>,
+    ) -> Result<Ack> {
+        retry_on_conflict(|| {
+            self.try_open_conversation(channel, external_id, name, email, language)
+        })
+        .await
+    }
+
+    async fn try_open_conversation(
+        &self,
+        channel: &str,
+        external_id: &str,
+        name: Option<&str>,
+        email: Option<&str>,
+        language: Option<&str>,
+    ) -> Result<Ack> {
+        let mut tx = self
+            .write
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let (conversation_id, contact_id, last_seq) =
+            Self::ensure_conversation(&mut tx, channel, external_id, name, email, now_ms()).await?;
+        if let Some(lang) = language {
+            sqlx::query(
+                "UPDATE conversations SET language = $2 WHERE id = $1 AND language IS NULL",
+            )
+            .bind(&conversation_id)
+            .bind(lang)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("setting a conversation's language"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(db("committing a new conversation"))?;
+        Ok(Ack {
+            conversation_id,
+            contact_id,
+            seq: last_seq,
+            duplicate: false,
+        })
+    }
+
+    pub async fn find_conversation(&self, channel: &str, external_id: &str) -> Result<Option<Ack>> {
+        let row = sqlx::query(
+            "SELECT c.id, c.contact_id, c.last_seq FROM contact_identities i \
+             JOIN conversations c ON c.contact_id = i.contact_id AND c.channel = i.channel \
+             WHERE i.channel = $1 AND i.external_id = $2",
+        )
+        .bind(channel)
+        .bind(external_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db("finding a conversation"))?;
+        row.map(|r| {
+            Ok(Ack {
+                conversation_id: r.try_get("id").map_err(db("reading a conversation"))?,
+                contact_id: r
+                    .try_get("contact_id")
+                    .map_err(db("reading a conversation"))?,
+                seq: r
+                    .try_get("last_seq")
+                    .map_err(db("reading a conversation"))?,
+                duplicate: false,
+            })
+        })
+        .transpose()
+    }
+
+    async fn find_duplicate(
+        exec: impl Executor<'_, Database = sqlx::Any>,
+        channel: &str,
+        external_id: &str,
+    ) -> Result<Option<Ack>> {
+        let row = sqlx::query(
+            "SELECT m.conversation_id, m.seq, c.contact_id FROM messages m \
+             JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.channel = $1 AND m.external_id = $2",
+        )
+        .bind(channel)
+        .bind(external_id)
+        .fetch_optional(exec)
+        .await
+        .map_err(db("looking for a duplicate message"))?;
+        row.map(|r| {
+            Ok(Ack {
+                conversation_id: r
+                    .try_get("conversation_id")
+                    .map_err(db("reading a message"))?,
+                contact_id: r.try_get("contact_id").map_err(db("reading a message"))?,
+                seq: r.try_get("seq").map_err(db("reading a message"))?,
+                duplicate: true,
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores a customer message once: a message already stored under the same channel and
+    /// external id is answered with its original sequence number and `duplicate: true`.
+    pub async fn ingest(&self, msg: &InboundMessage) -> Result<Ack> {
+        retry_on_conflict(|| self.try_ingest(msg)).await
+    }
+
+    async fn try_ingest(&self, msg: &InboundMessage) -> Result<Ack> {
+        let now = now_ms();
+        let mut tx = self
+            .write
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        if let Some(ack) =
+            Self::find_duplicate(&mut *tx, &msg.channel, &msg.external_message_id).await?
+        {
+            return Ok(ack);
+        }
+        let (conversation_id, contact_id, _) = Self::ensure_conversation(
+            &mut tx,
+            &msg.channel,
+            &msg.contact_external_id,
+            msg.contact_name.as_deref(),
+            msg.contact_email.as_deref(),
+            now,
+        )
+        .await?;
+        let seq = Self::next_seq(&mut tx, &conversation_id, now).await?;
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, seq, author, text, channel, external_id, \
+             metadata, created_at) VALUES ($1, $2, $3, 'customer', $4, $5, $6, $7, $8)",
+        )
+        .bind(new_id())
+        .bind(&conversation_id)
+        .bind(seq)
+        .bind(&msg.text)
+        .bind(&msg.channel)
+        .bind(&msg.external_message_id)
+        .bind(msg.metadata.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("storing a message"))?;
+        tx.commit().await.map_err(db("committing a message"))?;
+        Ok(Ack {
+            conversation_id,
+            contact_id,
+            seq,
+            duplicate: false,
+        })
+    }
+
+    async fn next_seq(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        conversation_id: &str,
+        now: i64,
+    ) -> Result<i64> {
+        let row = sqlx::query(
+            "UPDATE conversations SET last_seq = last_seq + 1, updated_at = $2, last_message_at = $2 \
+             WHERE id = $1 RETURNING last_seq",
+        )
+        .bind(conversation_id)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("numbering a message"))?;
+        row.try_get("last_seq").map_err(db("numbering a message"))
+    }
+
+    fn stored_message(row: &AnyRow) -> Result<StoredMessage> {
+        let author: String = row.try_get("author").map_err(db("reading a message"))?;
+        let metadata: String = row.try_get("metadata").map_err(db("reading a message"))?;
+        let quick: String = row
+            .try_get("quick_replies")
+            .map_err(db("reading a message"))?;
+        Ok(StoredMessage {
+            conversation_id: row
+                .try_get("conversation_id")
+                .map_err(db("reading a message"))?,
+            seq: row.try_get("seq").map_err(db("reading a message"))?,
+            author: author.parse().map_err(StoreError::Corrupt)?,
+            text: row.try_get("text").map_err(db("reading a message"))?,
+            created_at_ms: row.try_get("created_at").map_err(db("reading a message"))?,
+            metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
+            quick_replies: serde_json::from_str(&quick).unwrap_or_default(),
+        })
+    }
+
+    /// Messages after `after_seq`, oldest first, at most `limit`.
+    pub async fn history(
+        &self,
+        conversation_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>> {
+        let rows = sqlx::query(
+            "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies \
+             FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(conversation_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db("reading the history"))?;
+        rows.iter().map(Self::stored_message).collect()
+    }
+
+    pub async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
+        let row = sqlx::query(
+            "SELECT c.id, c.channel, c.contact_id, i.external_id, c.status, c.language, c.priority, \
+             c.last_seq, c.processed_seq FROM conversations c \
+             JOIN contact_identities i ON i.contact_id = c.contact_id AND i.channel = c.channel \
+             WHERE c.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.write)
+        .await
+        .map_err(db("reading a conversation"))?;
+        let Some(r) = row else { return Ok(None) };
+        let get = |e| StoreError::Db("reading a conversation", e);
+        Ok(Some(Conversation {
+            id: r.try_get("id").map_err(get)?,
+            channel: r.try_get("channel").map_err(get)?,
+            contact_id: r.try_get("contact_id").map_err(get)?,
+            contact_external_id: r.try_get("external_id").map_err(get)?,
+            status: r.try_get("status").map_err(get)?,
+            language: r.try_get("language").map_err(get)?,
+            priority: r.try_get("priority").map_err(get)?,
+            last_seq: r.try_get("last_seq").map_err(get)?,
+            processed_seq: r.try_get("processed_seq").map_err(get)?,
+        }))
+    }
+
+    /// Customer messages the pipeline has not handled yet, oldest first.
+    pub async fn unprocessed(&self, conversation: &Conversation) -> Result<Vec<StoredMessage>> {
+        let rows = sqlx::query(
+            "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies \
+             FROM messages WHERE conversation_id = $1 AND seq > $2 AND author = 'customer' \
+             ORDER BY seq LIMIT 100",
+        )
+        .bind(&conversation.id)
+        .bind(conversation.processed_seq)
+        .fetch_all(&self.write)
+        .await
+        .map_err(db("reading unprocessed messages"))?;
+        rows.iter().map(Self::stored_message).collect()
+    }
+
+    /// Conversations with customer messages the pipeline has not handled (after a crash).
+    pub async fn conversations_with_unprocessed(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT c.id FROM conversations c WHERE EXISTS (SELECT 1 FROM messages m \
+             WHERE m.conversation_id = c.id AND m.author = 'customer' AND m.seq > c.processed_seq)",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db("looking for unprocessed messages"))?;
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(db("reading a conversation id")))
+            .collect()
+    }
+
+    /// Commits one bot turn atomically. Returns false (and changes nothing) when another worker
+    /// already handled this message.
+    pub async fn commit_turn(&self, turn: &TurnOutcome) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self
+            .write
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let claimed = sqlx::query(
+            "UPDATE conversations SET processed_seq = $3, updated_at = $4, \
+             language = COALESCE($5, language) WHERE id = $1 AND processed_seq = $2",
+        )
+        .bind(&turn.conversation_id)
+        .bind(turn.expected_processed_seq)
+        .bind(turn.message_seq)
+        .bind(now)
+        .bind(turn.language.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("recording a bot turn"))?;
+        if claimed.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE messages SET annotations = $3 WHERE conversation_id = $1 AND seq = $2")
+            .bind(&turn.conversation_id)
+            .bind(turn.message_seq)
+            .bind(turn.message_annotations.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("annotating a message"))?;
+        if let Some(change) = &turn.status_change {
+            Self::change_status(&mut tx, &turn.conversation_id, change, now).await?;
+        }
+        for reply in &turn.replies {
+            Self::append_outbound(&mut tx, &turn.conversation_id, reply, now).await?;
+        }
+        tx.commit().await.map_err(db("committing a bot turn"))?;
+        Ok(true)
+    }
+
+    async fn change_status(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        conversation_id: &str,
+        change: &StatusChange,
+        now: i64,
+    ) -> Result<()> {
+        let row = sqlx::query("SELECT status FROM conversations WHERE id = $1")
+            .bind(conversation_id)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db("reading a status"))?;
+        let from: String = row.try_get("status").map_err(db("reading a status"))?;
+        sqlx::query("UPDATE conversations SET status = $2, updated_at = $3 WHERE id = $1")
+            .bind(conversation_id)
+            .bind(&change.to)
+            .bind(now)
+            .execute(&mut **tx)
+            .await
+            .map_err(db("changing a status"))?;
+        sqlx::query(
+            "INSERT INTO conversation_events (id, conversation_id, kind, from_status, to_status, \
+             actor, reason, details, created_at) VALUES ($1, $2, 'status', $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(new_id())
+        .bind(conversation_id)
+        .bind(&from)
+        .bind(&change.to)
+        .bind(&change.actor)
+        .bind(&change.reason)
+        .bind(change.details.to_string())
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("recording an event"))?;
+        Ok(())
+    }
+
+    /// Adds a bot/agent/system message and its outbox row.
+    async fn append_outbound(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        conversation_id: &str,
+        msg: &NewMessage,
+        now: i64,
+    ) -> Result<()> {
+        let seq = Self::next_seq(tx, conversation_id, now).await?;
+        let conv = sqlx::query(
+            "SELECT c.channel, i.external_id FROM conversations c JOIN contact_identities i \
+             ON i.contact_id = c.contact_id AND i.channel = c.channel WHERE c.id = $1",
+        )
+        .bind(conversation_id)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db("reading a conversation"))?;
+        let channel: String = conv
+            .try_get("channel")
+            .map_err(db("reading a conversation"))?;
+        let target: String = conv
+            .try_get("external_id")
+            .map_err(db("reading a conversation"))?;
+        let message_id = new_id();
+        let quick = serde_json::to_string(&msg.quick_replies).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, seq, author, text, channel, annotations, \
+             quick_replies, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&message_id)
+        .bind(conversation_id)
+        .bind(seq)
+        .bind(msg.author.as_str())
+        .bind(&msg.text)
+        .bind(&channel)
+        .bind(msg.annotations.to_string())
+        .bind(quick)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("storing a reply"))?;
+        sqlx::query(
+            "INSERT INTO outbox (id, message_id, conversation_id, seq, channel, target, status, \
+             attempts, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",
+        )
+        .bind(new_id())
+        .bind(&message_id)
+        .bind(conversation_id)
+        .bind(seq)
+        .bind(&channel)
+        .bind(&target)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("queueing a delivery"))?;
+        Ok(())
+    }
+
+    fn delivery(row: &AnyRow) -> Result<Delivery> {
+        let get = |e| StoreError::Db("reading a delivery", e);
+        let author: String = row.try_get("author").map_err(get)?;
+        let quick: String = row.try_get("quick_replies").map_err(get)?;
+        Ok(Delivery {
+            id: row.try_get("id").map_err(get)?,
+            message_id: row.try_get("message_id").map_err(get)?,
+            conversation_id: row.try_get("conversation_id").map_err(get)?,
+            contact_id: row.try_get("contact_id").map_err(get)?,
+            seq: row.try_get("seq").map_err(get)?,
+            channel: row.try_get("channel").map_err(get)?,
+            target: row.try_get("target").map_err(get)?,
+            status: row.try_get("status").map_err(get)?,
+            attempts: row.try_get("attempts").map_err(get)?,
+            next_attempt_at: row.try_get("next_attempt_at").map_err(get)?,
+            last_error: row.try_get("last_error").map_err(get)?,
+            created_at: row.try_get("created_at").map_err(get)?,
+            delivered_at: row.try_get("delivered_at").map_err(get)?,
+            author: author.parse().map_err(StoreError::Corrupt)?,
+            text: row.try_get("text").map_err(get)?,
+            quick_replies: serde_json::from_str(&quick).unwrap_or_default(),
+            message_created_at: row.try_get("message_created_at").map_err(get)?,
+        })
+    }
+
+    /// Pending deliveries that are due, each the oldest pending one of its conversation (so a
+    /// conversation's messages arrive in order even when an earlier one is being retried).
+    pub async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<Delivery>> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM outbox o JOIN messages m ON m.id = o.message_id \
+             JOIN conversations c ON c.id = o.conversation_id \
+             WHERE o.status = 'pending' AND o.next_attempt_at <= $1 AND NOT EXISTS \
+             (SELECT 1 FROM outbox p WHERE p.conversation_id = o.conversation_id \
+              AND p.channel = o.channel AND p.status = 'pending' AND p.seq < o.seq) \
+             ORDER BY o.next_attempt_at LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.write)
+            .await
+            .map_err(db("reading due deliveries"))?;
+        rows.iter().map(Self::delivery).collect()
+    }
+
+    /// Reserves a delivery for one attempt until `lease_until`. False if someone else took it.
+    pub async fn claim_delivery(&self, d: &Delivery, lease_until: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $3, updated_at = $4 \
+             WHERE id = $1 AND status = 'pending' AND attempts = $2",
+        )
+        .bind(&d.id)
+        .bind(d.attempts)
+        .bind(lease_until)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await
+        .map_err(db("claiming a delivery"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn mark_delivered(&self, id: &str) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE outbox SET status = 'delivered', delivered_at = $2, updated_at = $2, \
+             last_error = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.write)
+        .await
+        .map_err(db("marking a delivery done"))?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried at `retry_at`, or dead when `retry_at` is None.
+    pub async fn mark_failed(&self, id: &str, error: &str, retry_at: Option<i64>) -> Result<()> {
+        let now = now_ms();
+        let (status, next) = match retry_at {
+            Some(at) => ("pending", at),
+            None => ("dead", now),
+        };
+        sqlx::query(
+            "UPDATE outbox SET status = $2, next_attempt_at = $3, last_error = $4, updated_at = $5 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(next)
+        .bind(error)
+        .bind(now)
+        .execute(&self.write)
+        .await
+        .map_err(db("recording a failed delivery"))?;
+        Ok(())
+    }
+
+    pub async fn list_deliveries(&self, status: Option<&str>, limit: i64) -> Result<Vec<Delivery>> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM outbox o JOIN messages m ON m.id = o.message_id \
+             JOIN conversations c ON c.id = o.conversation_id \
+             WHERE ($1 = '' OR o.status = $1) ORDER BY o.created_at DESC LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(status.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await
+            .map_err(db("listing deliveries"))?;
+        rows.iter().map(Self::delivery).collect()
+    }
+
+    pub async fn delivery_by_id(&self, id: &str) -> Result<Option<Delivery>> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM outbox o JOIN messages m ON m.id = o.message_id \
+             JOIN conversations c ON c.id = o.conversation_id WHERE o.id = $1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await
+            .map_err(db("reading a delivery"))?;
+        row.as_ref().map(Self::delivery).transpose()
+    }
+
+    /// Puts a dead delivery back in the queue with a fresh attempt budget. False if it is not dead.
+    pub async fn retry_delivery(&self, id: &str) -> Result<bool> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $2, \
+             updated_at = $2 WHERE id = $1 AND status = 'dead'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.write)
+        .await
+        .map_err(db("retrying a delivery"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn outbox_counts(&self) -> Result<OutboxCounts> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending, \
+             COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) AS dead \
+             FROM outbox WHERE status <> 'delivered'",
+        )
+        .fetch_one(&self.read)
+        .await
+        .map_err(db("counting the outbox"))?;
+        Ok(OutboxCounts {
+            pending: row.try_get("pending").map_err(db("counting the outbox"))?,
+            dead: row.try_get("dead").map_err(db("counting the outbox"))?,
+        })
+    }
+}
