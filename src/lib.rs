@@ -14,3 +14,4 @@ pub mod outbox;
 pub mod pipeline;
 pub mod router;
 pub mod store;
+pub mod vectors;
