@@ -33,6 +33,11 @@ pub struct IngestArgs {
     /// Messages each session sends (each waits for the previous one's ack).
     #[arg(long, default_value_t = 20)]
     pub messages: usize,
+    /// Messages per second each session sends without waiting for acks (open loop: the offered
+    /// load is sessions x rate). 0: each message waits for the previous one's ack (closed loop:
+    /// the maximum throughput).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Store in this PostgreSQL database instead of a temporary SQLite file.
     #[arg(long)]
     pub database_url: Option<String>,
@@ -97,8 +102,9 @@ async fn ingest(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
         let barrier = barrier.clone();
         let ws_url = format!("ws://{addr}/ws/chat");
         let messages = args.messages;
+        let rate = args.rate;
         tasks.push(tokio::spawn(async move {
-            session(i, ws_url, token, messages, barrier).await
+            session(i, ws_url, token, messages, rate, barrier).await
         }));
     }
     barrier.wait().await;
@@ -118,8 +124,16 @@ async fn ingest(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     let acked = hist.len();
+    let mode = if args.rate > 0.0 {
+        format!(
+            "open loop, offered {:.0} messages/s",
+            args.rate * args.sessions as f64
+        )
+    } else {
+        "closed loop".to_string()
+    };
     println!(
-        "bench ingest: backend {backend}, {} sessions x {} messages over /ws/chat",
+        "bench ingest: backend {backend}, {} sessions x {} messages over /ws/chat, {mode}",
         args.sessions, args.messages
     );
     println!("  acknowledged: {acked} messages in {:.2} s = {:.0} messages/s ({failures} sessions failed)",
@@ -147,6 +161,7 @@ async fn session(
     url: String,
     token: String,
     messages: usize,
+    rate: f64,
     barrier: Arc<Barrier>,
 ) -> anyhow::Result<Histogram<u64>> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -163,6 +178,9 @@ async fn session(
     ))
     .await?;
     barrier.wait().await;
+    if rate > 0.0 {
+        return open_loop(index, ws, messages, rate, hist).await;
+    }
     for n in 0..messages {
         let client_id = format!("{index}-{n}");
         let sent = Instant::now();
@@ -183,5 +201,63 @@ async fn session(
         hist.record(sent.elapsed().as_micros() as u64)?;
     }
     let _ = ws.close(None).await;
+    Ok(hist)
+}
+
+/// Sends at a fixed pace (first message at a random offset, so sessions do not move in lockstep)
+/// and times each message from its send to its ack.
+async fn open_loop(
+    index: usize,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    messages: usize,
+    rate: f64,
+    mut hist: Histogram<u64>,
+) -> anyhow::Result<Histogram<u64>> {
+    let (mut sink, mut stream) = ws.split();
+    let sent: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let offset = period.mul_f64(rand::random::<f64>());
+    let sent_by_writer = sent.clone();
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(offset).await;
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        for n in 0..messages {
+            tick.tick().await;
+            let client_id = format!("{index}-{n}");
+            let frame = serde_json::json!({"type":"message","client_id":client_id,"text":format!("my internet is down, message {n}")});
+            sent_by_writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(client_id, Instant::now());
+            sink.send(Message::text(frame.to_string())).await?;
+        }
+        anyhow::Ok(sink)
+    });
+    let mut acked = 0;
+    while acked < messages {
+        let frame = stream
+            .next()
+            .await
+            .context("socket closed before all acks")??;
+        let Message::Text(text) = frame else { continue };
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        match v["type"].as_str() {
+            Some("ack") => {
+                let id = v["client_id"].as_str().unwrap_or_default();
+                let started = sent.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+                if let Some(t) = started {
+                    hist.record(t.elapsed().as_micros() as u64)?;
+                    acked += 1;
+                }
+            }
+            Some("error") => anyhow::bail!("server error: {text}"),
+            _ => {}
+        }
+    }
+    let mut sink = writer.await??;
+    let _ = sink.close().await;
     Ok(hist)
 }

@@ -279,6 +279,8 @@ impl Pipeline {
         }
         TurnOutcome {
             conversation_id: conversation.id.clone(),
+            channel: conversation.channel.clone(),
+            target: conversation.contact_external_id.clone(),
             expected_processed_seq: conversation.processed_seq,
             message_seq: message.seq,
             message_annotations: serde_json::Value::Object(turn.annotations),

@@ -14,6 +14,7 @@ use frontdesk_channels::{
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
+use tokio::sync::{mpsc, oneshot};
 
 /// Storage failures; the messages name the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +104,9 @@ pub struct StatusChange {
 #[derive(Debug, Clone)]
 pub struct TurnOutcome {
     pub conversation_id: String,
+    /// Where replies go: the conversation's channel and the customer's id on it.
+    pub channel: String,
+    pub target: String,
     /// `processed_seq` the turn started from: the commit is refused if another worker moved it.
     pub expected_processed_seq: i64,
     /// The customer message this turn handled.
@@ -166,7 +170,17 @@ pub struct Store {
     write: AnyPool,
     read: AnyPool,
     backend: Backend,
+    ingest_queue: mpsc::UnboundedSender<IngestJob>,
 }
+
+/// A customer message waiting for the ingest writer.
+struct IngestJob {
+    message: InboundMessage,
+    reply: oneshot::Sender<Result<Ack>>,
+}
+
+/// Most messages stored in one group commit.
+const MAX_INGEST_BATCH: usize = 128;
 
 const DELIVERY_COLUMNS: &str = "o.id, o.message_id, o.conversation_id, c.contact_id, o.seq, o.channel, \
      o.target, o.status, o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.delivered_at, \
@@ -199,7 +213,7 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
-        let store = match backend {
+        let (write, read) = match backend {
             Backend::Sqlite => {
                 let write = AnyPoolOptions::new()
                     .max_connections(1)
@@ -216,11 +230,7 @@ impl Store {
                     .connect(url)
                     .await
                     .map_err(db("opening the SQLite database"))?;
-                Store {
-                    write,
-                    read,
-                    backend,
-                }
+                (write, read)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -230,14 +240,17 @@ impl Store {
                     .await
                     .map_err(db("connecting to PostgreSQL"))?;
                 sqlx::migrate!("./migrations").run(&pool).await?;
-                Store {
-                    write: pool.clone(),
-                    read: pool,
-                    backend,
-                }
+                (pool.clone(), pool)
             }
         };
-        Ok(store)
+        let (ingest_queue, queue) = mpsc::unbounded_channel();
+        tokio::spawn(Self::run_ingest_batches(write.clone(), queue));
+        Ok(Store {
+            write,
+            read,
+            backend,
+            ingest_queue,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -450,23 +463,76 @@ impl Store {
     /// Stores a customer message once: a message already stored under the same channel and
     /// external id is answered with its original sequence number and `duplicate: true`.
     pub async fn ingest(&self, msg: &InboundMessage) -> Result<Ack> {
-        retry_on_conflict(|| self.try_ingest(msg)).await
+        let (reply, answer) = oneshot::channel();
+        self.ingest_queue
+            .send(IngestJob {
+                message: msg.clone(),
+                reply,
+            })
+            .map_err(|_| StoreError::Corrupt("the store is closed".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Corrupt("the store is closed".into()))?
     }
 
-    async fn try_ingest(&self, msg: &InboundMessage) -> Result<Ack> {
-        let now = now_ms();
-        let mut tx = self
-            .write
-            .begin()
-            .await
-            .map_err(db("starting a transaction"))?;
+    /// Group commit: the messages waiting when the writer is free are stored in one transaction
+    /// (each still deduplicated and numbered on its own). If a batch fails, each of its messages
+    /// is tried alone, so one bad message cannot fail the others.
+    async fn run_ingest_batches(write: AnyPool, mut queue: mpsc::UnboundedReceiver<IngestJob>) {
+        while let Some(first) = queue.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_INGEST_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            metrics::histogram!("frontdesk_ingest_batch_size").record(jobs.len() as f64);
+            if jobs.len() > 1 {
+                if let Ok(acks) = Self::ingest_batch(&write, &jobs).await {
+                    for (job, ack) in jobs.into_iter().zip(acks) {
+                        let _ = job.reply.send(Ok(ack));
+                    }
+                    continue;
+                }
+            }
+            for job in jobs {
+                let result = retry_on_conflict(|| Self::ingest_alone(&write, &job.message)).await;
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+
+    async fn ingest_batch(write: &AnyPool, jobs: &[IngestJob]) -> Result<Vec<Ack>> {
+        let mut tx = write.begin().await.map_err(db("starting a transaction"))?;
+        let mut acks = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            acks.push(Self::ingest_in(&mut tx, &job.message, now_ms()).await?);
+        }
+        tx.commit().await.map_err(db("committing messages"))?;
+        Ok(acks)
+    }
+
+    async fn ingest_alone(write: &AnyPool, msg: &InboundMessage) -> Result<Ack> {
+        let mut tx = write.begin().await.map_err(db("starting a transaction"))?;
+        let ack = Self::ingest_in(&mut tx, msg, now_ms()).await?;
+        tx.commit().await.map_err(db("committing a message"))?;
+        Ok(ack)
+    }
+
+    /// Stores one customer message inside `tx`, or finds it stored before.
+    async fn ingest_in(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        msg: &InboundMessage,
+        now: i64,
+    ) -> Result<Ack> {
         if let Some(ack) =
-            Self::find_duplicate(&mut *tx, &msg.channel, &msg.external_message_id).await?
+            Self::find_duplicate(&mut **tx, &msg.channel, &msg.external_message_id).await?
         {
             return Ok(ack);
         }
         let (conversation_id, contact_id, _) = Self::ensure_conversation(
-            &mut tx,
+            tx,
             &msg.channel,
             &msg.contact_external_id,
             msg.contact_name.as_deref(),
@@ -474,7 +540,7 @@ impl Store {
             now,
         )
         .await?;
-        let seq = Self::next_seq(&mut tx, &conversation_id, now).await?;
+        let seq = Self::next_seq(tx, &conversation_id, now).await?;
         sqlx::query(
             "INSERT INTO messages (id, conversation_id, seq, author, text, channel, external_id, \
              metadata, created_at) VALUES ($1, $2, $3, 'customer', $4, $5, $6, $7, $8)",
@@ -487,10 +553,9 @@ impl Store {
         .bind(&msg.external_message_id)
         .bind(msg.metadata.to_string())
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db("storing a message"))?;
-        tx.commit().await.map_err(db("committing a message"))?;
         Ok(Ack {
             conversation_id,
             contact_id,
@@ -563,7 +628,7 @@ impl Store {
              WHERE c.id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.write)
+        .fetch_optional(&self.read)
         .await
         .map_err(db("reading a conversation"))?;
         let Some(r) = row else { return Ok(None) };
@@ -590,7 +655,7 @@ impl Store {
         )
         .bind(&conversation.id)
         .bind(conversation.processed_seq)
-        .fetch_all(&self.write)
+        .fetch_all(&self.read)
         .await
         .map_err(db("reading unprocessed messages"))?;
         rows.iter().map(Self::stored_message).collect()
@@ -645,7 +710,14 @@ impl Store {
             Self::change_status(&mut tx, &turn.conversation_id, change, now).await?;
         }
         for reply in &turn.replies {
-            Self::append_outbound(&mut tx, &turn.conversation_id, reply, now).await?;
+            Self::append_outbound(
+                &mut tx,
+                &turn.conversation_id,
+                (&turn.channel, &turn.target),
+                reply,
+                now,
+            )
+            .await?;
         }
         tx.commit().await.map_err(db("committing a bot turn"))?;
         Ok(true)
@@ -692,24 +764,11 @@ impl Store {
     async fn append_outbound(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         conversation_id: &str,
+        (channel, target): (&str, &str),
         msg: &NewMessage,
         now: i64,
     ) -> Result<()> {
         let seq = Self::next_seq(tx, conversation_id, now).await?;
-        let conv = sqlx::query(
-            "SELECT c.channel, i.external_id FROM conversations c JOIN contact_identities i \
-             ON i.contact_id = c.contact_id AND i.channel = c.channel WHERE c.id = $1",
-        )
-        .bind(conversation_id)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(db("reading a conversation"))?;
-        let channel: String = conv
-            .try_get("channel")
-            .map_err(db("reading a conversation"))?;
-        let target: String = conv
-            .try_get("external_id")
-            .map_err(db("reading a conversation"))?;
         let message_id = new_id();
         let quick = serde_json::to_string(&msg.quick_replies).unwrap_or_else(|_| "[]".into());
         sqlx::query(
@@ -721,7 +780,7 @@ impl Store {
         .bind(seq)
         .bind(msg.author.as_str())
         .bind(&msg.text)
-        .bind(&channel)
+        .bind(channel)
         .bind(msg.annotations.to_string())
         .bind(quick)
         .bind(now)
@@ -737,8 +796,8 @@ impl Store {
         .bind(&message_id)
         .bind(conversation_id)
         .bind(seq)
-        .bind(&channel)
-        .bind(&target)
+        .bind(channel)
+        .bind(target)
         .bind(now)
         .execute(&mut **tx)
         .await
@@ -785,7 +844,7 @@ impl Store {
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now)
             .bind(limit)
-            .fetch_all(&self.write)
+            .fetch_all(&self.read)
             .await
             .map_err(db("reading due deliveries"))?;
         rows.iter().map(Self::delivery).collect()
