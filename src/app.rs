@@ -14,7 +14,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::embed::Embedder;
 use crate::http::{self, AppState};
+use crate::knowledge::KnowledgeBase;
 use crate::outbox::Outbox;
 use crate::pipeline::Pipeline;
 use crate::router::Router;
@@ -40,6 +42,11 @@ impl App {
             .await
             .with_context(|| format!("cannot open the database {}", redact(&url)))?;
         let metrics = crate::metrics::install()?;
+        let knowledge = if config.knowledge.enabled {
+            Some(Arc::new(open_knowledge(&config, store.clone()).await?))
+        } else {
+            None
+        };
 
         let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
         let webchat = if config.webchat.enabled {
@@ -86,7 +93,7 @@ impl App {
         let router = Router::new(
             store.clone(),
             channels.clone(),
-            Pipeline::new(&config.languages)?,
+            Pipeline::new(&config.languages, knowledge.clone())?,
             wakeup.clone(),
         );
         let outbox = Outbox::new(store.clone(), channels, config.outbox.clone(), wakeup);
@@ -96,6 +103,7 @@ impl App {
             router,
             webchat,
             webhooks: Arc::new(webhooks),
+            knowledge,
             metrics,
         };
         Ok(App { state, outbox })
@@ -127,6 +135,43 @@ impl App {
         store.close().await;
         Ok(())
     }
+}
+
+/// Loads the embedding model (building it first when missing), opens the vector store and, on a
+/// fresh install, imports the configured folder of articles (the demo's sample knowledge base).
+pub async fn open_knowledge(config: &Config, store: Store) -> anyhow::Result<KnowledgeBase> {
+    let model_dir = config.embedding.resolve_model_dir(&config.data_dir);
+    if config.embedding.auto_fetch {
+        let dir = model_dir.clone();
+        tokio::task::spawn_blocking(move || crate::models::ensure(&dir)).await??;
+    }
+    let manifest = crate::embed::check_model_dir(&model_dir)?;
+    let embed_config = config.embedding.clone();
+    let dir = model_dir.clone();
+    let embedder =
+        tokio::task::spawn_blocking(move || Embedder::load(&dir, &embed_config)).await??;
+    let vectors =
+        crate::vectors::open(&config.qdrant, &config.data_dir, embedder.dimensions()).await?;
+    let kb = KnowledgeBase::new(
+        store,
+        vectors,
+        embedder,
+        config.knowledge.clone(),
+        format!("{}-{}", manifest.model, manifest.variant),
+    );
+    if kb.is_empty().await? {
+        match &config.knowledge.import_dir {
+            Some(dir) if dir.is_dir() => {
+                let summary = kb.import_dir(dir, false).await?;
+                tracing::info!(dir = %dir.display(), %summary, "knowledge base imported");
+            }
+            Some(dir) => {
+                tracing::warn!(dir = %dir.display(), "the knowledge base is empty and its import folder does not exist")
+            }
+            None => tracing::info!("the knowledge base is empty"),
+        }
+    }
+    Ok(kb)
 }
 
 /// Hides a password in a database URL before it is logged.

@@ -23,6 +23,15 @@ use crate::config::Config;
 pub enum BenchCommand {
     /// Widget sessions sending messages through /ws/chat into storage.
     Ingest(IngestArgs),
+    /// Embedding throughput: one at a time and micro-batched, with 1 and 2 threads.
+    Embed(EmbedArgs),
+}
+
+#[derive(clap::Args)]
+pub struct EmbedArgs {
+    /// Distinct customer messages to embed per run (taken from the evaluation sets).
+    #[arg(long, default_value_t = 400)]
+    pub messages: usize,
 }
 
 #[derive(clap::Args)]
@@ -46,6 +55,7 @@ pub struct IngestArgs {
 pub async fn run(cmd: BenchCommand, config: Config) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args, config).await,
+        BenchCommand::Embed(args) => embed(args, config).await,
     }
 }
 
@@ -57,6 +67,9 @@ async fn ingest(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     config.database.url = args.database_url.clone();
     config.webchat.rate_per_second = 1_000_000;
     config.webchat.rate_burst = 1_000_000;
+    // Ingest into storage is what is measured: the bot still answers every message, but without
+    // the knowledge base, whose embedding (about 150 messages/s per core) is benchmarked apart.
+    config.knowledge.enabled = false;
     let backend = if args.database_url.is_some() {
         "PostgreSQL"
     } else {
@@ -260,4 +273,90 @@ async fn open_loop(
     let mut sink = writer.await??;
     let _ = sink.close().await;
     Ok(hist)
+}
+
+/// Customer-like texts in four languages from the labelled sets (no cache hits: all distinct).
+fn sample_texts(n: usize) -> anyhow::Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for file in ["tests/data/kb-eval.jsonl", "tests/data/kb-tune.jsonl"] {
+        for q in crate::knowledge::eval::read_queries(std::path::Path::new(file))? {
+            texts.push(q.text);
+        }
+    }
+    texts.sort();
+    texts.dedup();
+    anyhow::ensure!(
+        !texts.is_empty(),
+        "no sample texts found (run from the repository root)"
+    );
+    let mut out = Vec::with_capacity(n);
+    let mut round = 0;
+    while out.len() < n {
+        for t in &texts {
+            if out.len() == n {
+                break;
+            }
+            // Later rounds get a suffix so every text is new to the cache.
+            out.push(if round == 0 {
+                t.clone()
+            } else {
+                format!("{t} ({round})")
+            });
+        }
+        round += 1;
+    }
+    Ok(out)
+}
+
+async fn embed(args: EmbedArgs, config: Config) -> anyhow::Result<()> {
+    let dir = config.embedding.resolve_model_dir(&config.data_dir);
+    crate::models::ensure(&dir)?;
+    let texts = sample_texts(args.messages)?;
+    println!(
+        "bench embed: multilingual-e5-small, {} distinct messages per run",
+        texts.len()
+    );
+    for threads in [1usize, 2] {
+        for batched in [false, true] {
+            let mut cfg = config.embedding.clone();
+            cfg.threads = threads;
+            cfg.max_batch = if batched { 32 } else { 1 };
+            let embedder = crate::embed::Embedder::load(&dir, &cfg)?;
+            // Warm-up outside the measurement.
+            embedder.embed(crate::embed::Kind::Query, "warm up").await?;
+            let started = Instant::now();
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            if batched {
+                // Everyone asks at once: the service forms batches of up to 32.
+                let futures = texts.iter().map(|t| {
+                    let e = embedder.clone();
+                    async move {
+                        let t0 = Instant::now();
+                        e.embed(crate::embed::Kind::Query, t)
+                            .await
+                            .map(|_| t0.elapsed())
+                    }
+                });
+                for d in futures_util::future::try_join_all(futures).await? {
+                    hist.record(d.as_micros() as u64)?;
+                }
+            } else {
+                for t in &texts {
+                    let t0 = Instant::now();
+                    embedder.embed(crate::embed::Kind::Query, t).await?;
+                    hist.record(t0.elapsed().as_micros() as u64)?;
+                }
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "  {} thread(s), {:<13} {:>7.1} messages/s   latency p50 {:>7.2} ms, p99 {:>7.2} ms",
+                threads,
+                if batched { "batched (32):" } else { "one at a time:" },
+                texts.len() as f64 / secs,
+                hist.value_at_quantile(0.5) as f64 / 1000.0,
+                hist.value_at_quantile(0.99) as f64 / 1000.0
+            );
+        }
+    }
+    Ok(())
 }

@@ -26,6 +26,10 @@ pub struct Config {
     pub webchat: WebChatConfig,
     pub outbox: OutboxConfig,
     pub log: LogConfig,
+    pub embedding: crate::embed::EmbedConfig,
+    pub knowledge: crate::knowledge::KnowledgeConfig,
+    /// Vector store: Qdrant Edge under `<data_dir>/vectors` unless `qdrant.url` names a server.
+    pub qdrant: crate::vectors::VectorConfig,
     /// Webhook channels by name: `[channels.crm]`.
     pub channels: BTreeMap<String, WebhookChannelConfig>,
 }
@@ -45,6 +49,9 @@ impl Default for Config {
             webchat: WebChatConfig::default(),
             outbox: OutboxConfig::default(),
             log: LogConfig::default(),
+            embedding: Default::default(),
+            knowledge: Default::default(),
+            qdrant: Default::default(),
             channels: BTreeMap::new(),
         }
     }
@@ -186,7 +193,7 @@ fn default_timeout() -> u64 {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 10] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "listen",
     "data_dir",
     "languages",
@@ -196,6 +203,9 @@ const TOP_LEVEL_KEYS: [&str; 10] = [
     "webchat",
     "outbox",
     "log",
+    "embedding",
+    "knowledge",
+    "qdrant",
     "channels",
 ];
 

@@ -6,10 +6,14 @@
 
 pub mod app;
 pub mod bench;
+pub mod cli;
 pub mod config;
+pub mod embed;
 pub mod http;
 pub mod i18n;
+pub mod knowledge;
 pub mod metrics;
+pub mod models;
 pub mod outbox;
 pub mod pipeline;
 pub mod router;

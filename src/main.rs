@@ -35,6 +35,15 @@ enum Command {
     Serve(Common),
     /// Apply the database migrations and exit.
     Migrate(Common),
+    /// The embedding model.
+    #[command(subcommand)]
+    Models(frontdesk::cli::ModelsCommand),
+    /// The knowledge base.
+    #[command(subcommand)]
+    Kb(frontdesk::cli::KbCommand),
+    /// Quality evaluations on labelled data.
+    #[command(subcommand)]
+    Eval(frontdesk::cli::EvalCommand),
     /// Benchmarks (not part of the test suite).
     #[command(subcommand)]
     Bench(frontdesk::bench::BenchCommand),
@@ -82,6 +91,21 @@ async fn main() -> anyhow::Result<()> {
             frontdesk::store::Store::open(&url, 2).await?;
             println!("migrations applied to {}", frontdesk::app::redact(&url));
             Ok(())
+        }
+        Command::Models(cmd) => {
+            let config = load(cli.config.as_deref(), Common::default())?;
+            init_logging(&config);
+            frontdesk::cli::models(cmd, &config)
+        }
+        Command::Kb(cmd) => {
+            let config = load(cli.config.as_deref(), Common::default())?;
+            init_logging(&config);
+            frontdesk::cli::kb(cmd, &config).await
+        }
+        Command::Eval(cmd) => {
+            let config = load(cli.config.as_deref(), Common::default())?;
+            init_logging(&config);
+            frontdesk::cli::eval(cmd, &config).await
         }
         Command::Bench(cmd) => {
             let config = load(cli.config.as_deref(), Common::default())?;

@@ -6,17 +6,24 @@
 //! the router commits the finished turn in one transaction.
 
 use async_trait::async_trait;
-use frontdesk_channels::{Author, StoredMessage};
+use frontdesk_channels::{Author, QuickReply, StoredMessage};
 use serde_json::json;
 
 use crate::i18n::{self, Phrase};
+use crate::knowledge::{self, Hit, KnowledgeBase, SearchResult};
 use crate::store::{Conversation, NewMessage, StatusChange, TurnOutcome};
 
 /// What the policy decided to do with a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// No way to answer exists yet (no knowledge base): say so honestly.
+    /// No knowledge base is configured: say so honestly.
     CannotAnswerYet { greet: bool },
+    /// Reply with this article (its score is above the answer threshold).
+    Answer { greet: bool, hit: Hit },
+    /// Offer these articles as quick replies ("Did you mean...").
+    Suggest { greet: bool, hits: Vec<Hit> },
+    /// Nothing is close enough: no article at all, ask to rephrase.
+    Clarify { greet: bool },
 }
 
 /// One customer message on its way through the stages.
@@ -31,6 +38,8 @@ pub struct Turn<'a> {
     pub annotations: serde_json::Map<String, serde_json::Value>,
     pub status_change: Option<StatusChange>,
     pub decision: Option<Decision>,
+    /// What the knowledge base found for the message (when one is configured).
+    pub knowledge: Option<SearchResult>,
     pub replies: Vec<NewMessage>,
     /// Set by a stage that ends the turn (no later stage runs).
     pub stopped: bool,
@@ -173,8 +182,40 @@ impl Stage for UnderstandingStage {
     }
 }
 
-/// Decides what to do. Until the knowledge base and intents exist, the only honest answer is
-/// that the bot cannot answer yet (greeting first on a conversation's first message).
+/// Looks the message up in the knowledge base.
+pub struct RetrievalStage {
+    kb: std::sync::Arc<KnowledgeBase>,
+}
+
+#[async_trait]
+impl Stage for RetrievalStage {
+    fn name(&self) -> &'static str {
+        "retrieval"
+    }
+
+    async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()> {
+        let k = self.kb.config().max_suggestions.max(1);
+        let result = self.kb.search(&turn.message.text, k).await?;
+        turn.annotations
+            .insert("knowledge".into(), knowledge_annotation(&result));
+        turn.knowledge = Some(result);
+        Ok(())
+    }
+}
+
+/// The hits as stored with messages: they explain the decision.
+fn knowledge_annotation(result: &SearchResult) -> serde_json::Value {
+    let hits: Vec<serde_json::Value> = result
+        .hits
+        .iter()
+        .map(|h| json!({ "article_id": h.article_id, "title": h.title, "score": h.score, "part": h.part, "matched": h.matched }))
+        .collect();
+    json!({ "decision": result.decision, "hits": hits })
+}
+
+/// Decides what to do: answer from the knowledge base above its answer threshold, suggest
+/// articles between the thresholds, otherwise no article at all and a request to rephrase. With
+/// no knowledge base configured the honest answer is that the bot cannot answer.
 pub struct PolicyStage;
 
 #[async_trait]
@@ -185,17 +226,72 @@ impl Stage for PolicyStage {
 
     async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()> {
         let greet = turn.conversation.processed_seq == 0;
-        turn.decision = Some(Decision::CannotAnswerYet { greet });
+        let (decision, action, reason) = match &turn.knowledge {
+            None => (
+                Decision::CannotAnswerYet { greet },
+                "cannot_answer_yet",
+                "no knowledge base is configured".to_string(),
+            ),
+            Some(r) => match (r.decision, r.hits.first()) {
+                (knowledge::Decision::Answer, Some(hit)) => (
+                    Decision::Answer {
+                        greet,
+                        hit: hit.clone(),
+                    },
+                    "answer",
+                    format!("best article {} scored {:.3}", hit.article_id, hit.score),
+                ),
+                (knowledge::Decision::Suggest, Some(hit)) => (
+                    Decision::Suggest {
+                        greet,
+                        hits: r.hits.clone(),
+                    },
+                    "suggest",
+                    format!(
+                        "best article {} scored {:.3}, below the answer threshold",
+                        hit.article_id, hit.score
+                    ),
+                ),
+                (_, best) => (
+                    Decision::Clarify { greet },
+                    "clarify",
+                    match best {
+                        Some(h) => format!(
+                            "best article scored {:.3}, below the suggestion threshold",
+                            h.score
+                        ),
+                        None => "no article found".to_string(),
+                    },
+                ),
+            },
+        };
         turn.annotations.insert(
             "decision".into(),
-            json!({ "action": "cannot_answer_yet", "reason": "no knowledge base is connected" }),
+            json!({ "action": action, "reason": reason }),
         );
+        turn.decision = Some(decision);
         Ok(())
     }
 }
 
 /// Turns the decision into messages in the customer's language.
-pub struct ReplyStage;
+pub struct ReplyStage {
+    kb: Option<std::sync::Arc<KnowledgeBase>>,
+}
+
+impl ReplyStage {
+    async fn article_body(&self, id: &str) -> anyhow::Result<String> {
+        let kb = self
+            .kb
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no knowledge base"))?;
+        let stored = kb
+            .get(id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("article {id} was deleted meanwhile"))?;
+        Ok(stored.article.body)
+    }
+}
 
 #[async_trait]
 impl Stage for ReplyStage {
@@ -210,23 +306,53 @@ impl Stage for ReplyStage {
         } else {
             "en"
         };
-        match &turn.decision {
-            Some(Decision::CannotAnswerYet { greet }) => {
-                let mut text = String::new();
-                if *greet {
-                    text.push_str(i18n::phrase(Phrase::Greeting, lang));
-                    text.push(' ');
-                }
-                text.push_str(i18n::phrase(Phrase::CannotAnswerYet, lang));
-                turn.replies.push(NewMessage {
-                    author: Author::Bot,
-                    text,
-                    quick_replies: Vec::new(),
-                    annotations: json!({ "in_reply_to": turn.message.seq, "decision": "cannot_answer_yet", "language": lang }),
-                });
+        let greeting = |greet: bool| {
+            if greet {
+                format!("{} ", i18n::phrase(Phrase::Greeting, lang))
+            } else {
+                String::new()
             }
-            None => {}
+        };
+        let (text, quick_replies, action) = match &turn.decision {
+            None => return Ok(()),
+            Some(Decision::CannotAnswerYet { greet }) => (
+                greeting(*greet) + i18n::phrase(Phrase::CannotAnswerYet, lang),
+                Vec::new(),
+                "cannot_answer_yet",
+            ),
+            Some(Decision::Answer { greet, hit }) => {
+                let body = self.article_body(&hit.article_id).await?;
+                let text = format!("{}{}\n\n{}", greeting(*greet), hit.title, body);
+                (text.trim_start().to_string(), Vec::new(), "answer")
+            }
+            Some(Decision::Suggest { greet, hits }) => (
+                greeting(*greet) + i18n::phrase(Phrase::DidYouMean, lang),
+                // Pressing one sends the title, which then matches its article best.
+                hits.iter()
+                    .map(|h| QuickReply {
+                        title: h.title.clone(),
+                        payload: h.title.clone(),
+                    })
+                    .collect(),
+                "suggest",
+            ),
+            Some(Decision::Clarify { greet }) => (
+                greeting(*greet) + i18n::phrase(Phrase::Rephrase, lang),
+                Vec::new(),
+                "clarify",
+            ),
+        };
+        let mut annotations =
+            json!({ "in_reply_to": turn.message.seq, "decision": action, "language": lang });
+        if let Some(k) = &turn.knowledge {
+            annotations["knowledge"] = knowledge_annotation(k);
         }
+        turn.replies.push(NewMessage {
+            author: Author::Bot,
+            text,
+            quick_replies,
+            annotations,
+        });
         Ok(())
     }
 }
@@ -237,16 +363,21 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// The standard stages, detecting among `languages`.
-    pub fn new(languages: &[String]) -> anyhow::Result<Self> {
-        Ok(Self {
-            stages: vec![
-                Box::new(OwnershipStage),
-                Box::new(UnderstandingStage::new(languages)?),
-                Box::new(PolicyStage),
-                Box::new(ReplyStage),
-            ],
-        })
+    /// The standard stages, detecting among `languages`, answering from `kb` when there is one.
+    pub fn new(
+        languages: &[String],
+        kb: Option<std::sync::Arc<KnowledgeBase>>,
+    ) -> anyhow::Result<Self> {
+        let mut stages: Vec<Box<dyn Stage>> = vec![
+            Box::new(OwnershipStage),
+            Box::new(UnderstandingStage::new(languages)?),
+        ];
+        if let Some(kb) = &kb {
+            stages.push(Box::new(RetrievalStage { kb: kb.clone() }));
+        }
+        stages.push(Box::new(PolicyStage));
+        stages.push(Box::new(ReplyStage { kb }));
+        Ok(Self { stages })
     }
 
     /// Runs the stages for one message and returns what to commit. A failing stage is recorded in
@@ -260,6 +391,7 @@ impl Pipeline {
             annotations: serde_json::Map::new(),
             status_change: None,
             decision: None,
+            knowledge: None,
             replies: Vec::new(),
             stopped: false,
         };
@@ -326,12 +458,14 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        Pipeline::new(&langs).expect("pipeline")
+        Pipeline::new(&langs, None).expect("pipeline")
     }
 
     #[test]
     fn unknown_languages_are_refused_at_start() {
-        let err = Pipeline::new(&["xx".to_string()]).err().expect("refused");
+        let err = Pipeline::new(&["xx".to_string()], None)
+            .err()
+            .expect("refused");
         assert!(
             err.to_string().contains("unsupported language 'xx'"),
             "{err}"

@@ -29,9 +29,9 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-type Result<T> = std::result::Result<T, StoreError>;
+pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
-fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| StoreError::Db(what, e)
 }
 
@@ -167,8 +167,8 @@ pub struct OutboxCounts {
 
 #[derive(Clone)]
 pub struct Store {
-    write: AnyPool,
-    read: AnyPool,
+    pub(crate) write: AnyPool,
+    pub(crate) read: AnyPool,
     backend: Backend,
     ingest_queue: mpsc::UnboundedSender<IngestJob>,
 }

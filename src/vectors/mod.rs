@@ -6,8 +6,75 @@
 //! payloads and the caller groups them. Both backends must behave the same: the same test suite
 //! runs against each.
 
+pub mod bench;
+pub mod edge;
+pub mod server;
+
+use std::path::Path;
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use edge::EdgeStore;
+pub use server::QdrantServerStore;
+
+/// Payload fields that filters use; both backends keep a keyword index on each.
+pub const INDEXED_FIELDS: &[&str] = &["article_id", "namespace"];
+
+/// `[qdrant]` in the configuration: where the vectors live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VectorConfig {
+    /// gRPC URL of a Qdrant server (e.g. `http://qdrant:6334`). Unset: Qdrant Edge in process,
+    /// under `<data_dir>/vectors`.
+    pub url: Option<String>,
+    /// Collection on the server (unused by Qdrant Edge).
+    pub collection: String,
+    /// API key for the server, if it requires one.
+    pub api_key: Option<String>,
+}
+
+impl Default for VectorConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            collection: "frontdesk_kb".to_owned(),
+            api_key: None,
+        }
+    }
+}
+
+/// Opens the configured backend: a Qdrant server when `config.url` is set, else Qdrant Edge in
+/// `<data_dir>/vectors`.
+pub async fn open(
+    config: &VectorConfig,
+    data_dir: &Path,
+    dims: usize,
+) -> Result<Arc<dyn VectorStore>, VectorError> {
+    match config.url.as_deref().map(str::trim) {
+        Some(url) if !url.is_empty() => Ok(Arc::new(
+            QdrantServerStore::connect(url, &config.collection, config.api_key.as_deref(), dims)
+                .await?,
+        )),
+        _ => Ok(Arc::new(
+            EdgeStore::open(data_dir.join("vectors"), dims).await?,
+        )),
+    }
+}
+
+/// Rejects a vector whose length is not the store's dimensions.
+pub(crate) fn check_dimensions(expected: usize, vector: &[f32]) -> Result<(), VectorError> {
+    if vector.len() == expected {
+        Ok(())
+    } else {
+        Err(VectorError::Dimension {
+            expected,
+            got: vector.len(),
+        })
+    }
+}
 
 /// One stored vector with its payload.
 #[derive(Debug, Clone, PartialEq)]

@@ -71,6 +71,8 @@ pub struct Options {
     pub crm_outbound_url: Option<String>,
     /// Outbox attempts before a delivery is dead.
     pub max_attempts: i64,
+    /// Run with the knowledge base (real model, real Qdrant Edge) and import the sample articles.
+    pub knowledge: bool,
 }
 
 impl Options {
@@ -80,6 +82,7 @@ impl Options {
             extra_toml: String::new(),
             crm_outbound_url: None,
             max_attempts: 6,
+            knowledge: false,
         }
     }
 }
@@ -102,6 +105,9 @@ impl Server {
             dir,
             opts,
         };
+        if s.opts.knowledge {
+            copy_dir(&knowledge_template(), s.dir.path());
+        }
         s.write_config();
         s.spawn().await;
         s
@@ -133,6 +139,14 @@ impl Server {
             toml.push_str(&format!("outbound_url = \"{url}\"\n"));
         }
         toml.push('\n');
+        if self.opts.knowledge {
+            toml.push_str(&format!(
+                "[knowledge]\nimport_dir = \"{}\"\n\n",
+                sample_articles().display()
+            ));
+        } else {
+            toml.push_str("[knowledge]\nenabled = false\n\n");
+        }
         toml.push_str(&self.opts.extra_toml);
         std::fs::write(self.config_path(), toml).expect("write config");
     }
@@ -153,6 +167,7 @@ impl Server {
             .arg(self.dir.path())
             .env("RUST_LOG", "info,tower_http=warn,sqlx=warn")
             .env_remove("FRONTDESK_DATABASE__URL")
+            .env("FRONTDESK_MODEL_DIR", model_root())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
@@ -238,6 +253,13 @@ impl Server {
             .expect("post webhook")
     }
 
+    /// A request with the admin token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
     pub async fn admin_get(&self, path: &str) -> Value {
         let resp = reqwest::Client::new()
             .get(self.url(path))
@@ -269,6 +291,60 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// A data directory holding the sample knowledge base, imported once per test binary with the
+/// real `frontdesk kb import` (real model, real Qdrant Edge); servers start from a copy of it, so
+/// each test does not embed the same 28 articles again.
+pub fn knowledge_template() -> PathBuf {
+    static TEMPLATE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut template = TEMPLATE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(dir) = template.as_ref() {
+        return dir.clone();
+    }
+    let dir = tempfile::tempdir().expect("tmp").keep();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_frontdesk"))
+        .args(["kb", "import"])
+        .arg(sample_articles())
+        .env("FRONTDESK_DATA_DIR", &dir)
+        .env("FRONTDESK_MODEL_DIR", model_root())
+        .env_remove("FRONTDESK_DATABASE__URL")
+        .output()
+        .expect("run frontdesk kb import");
+    assert!(
+        out.status.success(),
+        "importing the sample knowledge base failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    *template = Some(dir.clone());
+    dir
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read template") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The repository's sample knowledge base.
+pub fn sample_articles() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("knowledge/articles")
+}
+
+/// Where the embedding model is: FRONTDESK_MODEL_DIR (scripts/test builds it there) or the
+/// repository's data/models.
+pub fn model_root() -> PathBuf {
+    std::env::var("FRONTDESK_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/models"))
 }
 
 /// A webhook message body.

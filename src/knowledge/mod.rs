@@ -1,0 +1,453 @@
+//! The knowledge base: articles answered by embedding search, honest about when it does not know.
+//!
+//! Each article is indexed as several vectors (its title, each example question, chunks of its
+//! body), all pointing back to it; an article's score is its best vector's. The e5 model puts
+//! unrelated pairs around 0.75-0.80 and paraphrases around 0.86-0.93, so the two thresholds that
+//! turn a score into a decision (answer / suggest / nothing) are calibrated on a labelled set
+//! (`frontdesk eval kb --calibrate`), not guessed.
+
+pub mod article;
+pub mod eval;
+mod repo;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+
+pub use article::{Article, ArticleError, Part};
+pub use repo::StoredArticle;
+
+use crate::embed::{Embedder, Kind};
+use crate::store::{Store, StoreError};
+use crate::vectors::{Match, Point, VectorError, VectorStore};
+
+/// Payload value that marks knowledge base points in a shared vector store.
+const NAMESPACE: &str = "kb";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KnowledgeConfig {
+    pub enabled: bool,
+    /// Folder of articles imported at start when the knowledge base is empty (the demo's).
+    pub import_dir: Option<PathBuf>,
+    /// At or above: the bot answers with the best article.
+    pub answer_threshold: f32,
+    /// At or above (and below the answer threshold): the bot offers up to `max_suggestions`.
+    pub suggest_threshold: f32,
+    pub max_suggestions: usize,
+    /// Body chunk size in characters.
+    pub chunk_chars: usize,
+}
+
+impl Default for KnowledgeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            import_dir: Some(PathBuf::from("knowledge/articles")),
+            answer_threshold: DEFAULT_ANSWER_THRESHOLD,
+            suggest_threshold: DEFAULT_SUGGEST_THRESHOLD,
+            max_suggestions: 3,
+            chunk_chars: 600,
+        }
+    }
+}
+
+/// Calibrated with `frontdesk eval kb --calibrate` on `tests/data/kb-tune.jsonl` (see README).
+pub const DEFAULT_ANSWER_THRESHOLD: f32 = 0.927;
+pub const DEFAULT_SUGGEST_THRESHOLD: f32 = 0.896;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KnowledgeError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Vectors(#[from] VectorError),
+    #[error(transparent)]
+    Embedding(#[from] crate::embed::EmbedError),
+    #[error("cannot read {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+/// What the bot would do with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Answer,
+    Suggest,
+    None,
+}
+
+/// One article found for a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Hit {
+    pub article_id: String,
+    pub title: String,
+    /// Cosine similarity of the best-matching vector of the article.
+    pub score: f32,
+    /// The text of that vector (title, example question or body chunk).
+    pub matched: String,
+    pub part: Part,
+    pub lang: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchResult {
+    pub decision: Decision,
+    pub hits: Vec<Hit>,
+}
+
+/// What `put` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PutOutcome {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// A file the import could not use.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportFailure {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportSummary {
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+    pub failed: Vec<ImportFailure>,
+    pub vectors: usize,
+}
+
+impl std::fmt::Display for ImportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} created, {} updated, {} unchanged, {} removed, {} failed; {} vectors in the knowledge base",
+            self.created,
+            self.updated,
+            self.unchanged,
+            self.removed,
+            self.failed.len(),
+            self.vectors
+        )?;
+        for fail in &self.failed {
+            write!(
+                f,
+                "\n  {}:{}: {}",
+                fail.file.display(),
+                fail.line,
+                fail.message
+            )?;
+        }
+        Ok(())
+    }
+}
+
+pub struct KnowledgeBase {
+    store: Store,
+    vectors: Arc<dyn VectorStore>,
+    embedder: Embedder,
+    config: KnowledgeConfig,
+    /// Identifies the embedding model in content hashes (another model = re-embed everything).
+    model_id: String,
+}
+
+/// A stable point id for the `index`-th vector of an article.
+fn point_id(article_id: &str, index: usize) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("frontdesk:kb:{article_id}:{index}").as_bytes(),
+    )
+}
+
+impl KnowledgeBase {
+    pub fn new(
+        store: Store,
+        vectors: Arc<dyn VectorStore>,
+        embedder: Embedder,
+        config: KnowledgeConfig,
+        model_id: String,
+    ) -> Self {
+        Self {
+            store,
+            vectors,
+            embedder,
+            config,
+            model_id,
+        }
+    }
+
+    pub fn config(&self) -> &KnowledgeConfig {
+        &self.config
+    }
+
+    /// The decision for a best score under the configured thresholds.
+    pub fn decide(&self, top_score: Option<f32>) -> Decision {
+        match top_score {
+            Some(s) if s >= self.config.answer_threshold => Decision::Answer,
+            Some(s) if s >= self.config.suggest_threshold => Decision::Suggest,
+            _ => Decision::None,
+        }
+    }
+
+    /// The `k` best articles for a customer message, with what the bot would do.
+    pub async fn search(&self, text: &str, k: usize) -> Result<SearchResult, KnowledgeError> {
+        let query = self.embedder.embed(Kind::Query, text).await?;
+        self.search_vector(&query, k).await
+    }
+
+    /// Like [`search`](Self::search), for an already embedded query.
+    pub async fn search_vector(
+        &self,
+        query: &[f32],
+        k: usize,
+    ) -> Result<SearchResult, KnowledgeError> {
+        let k = k.clamp(1, 50);
+        // Several vectors per article: fetch enough to fill k distinct articles.
+        let points = self
+            .vectors
+            .search(
+                query,
+                (k * 8).max(40),
+                Some(Match::new("namespace", NAMESPACE)),
+            )
+            .await?;
+        let mut best: Vec<Hit> = Vec::new();
+        let mut seen = HashSet::new();
+        for p in points {
+            let article_id = p
+                .payload
+                .get("article_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if article_id.is_empty() || !seen.insert(article_id.to_string()) {
+                continue; // results come best first: the first point of an article is its best
+            }
+            let text = |key: &str| {
+                p.payload
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            best.push(Hit {
+                article_id: article_id.to_string(),
+                title: text("title").unwrap_or_default(),
+                score: p.score,
+                matched: text("text").unwrap_or_default(),
+                part: match text("part").as_deref() {
+                    Some("title") => Part::Title,
+                    Some("question") => Part::Question,
+                    _ => Part::Chunk,
+                },
+                lang: text("lang"),
+            });
+            if best.len() == k {
+                break;
+            }
+        }
+        let decision = self.decide(best.first().map(|h| h.score));
+        Ok(SearchResult {
+            decision,
+            hits: best,
+        })
+    }
+
+    /// Stores an article and (re-)embeds it unless nothing embedded has changed.
+    pub async fn put(
+        &self,
+        article: &Article,
+        source: Option<&str>,
+    ) -> Result<PutOutcome, KnowledgeError> {
+        article.validate().map_err(KnowledgeError::Invalid)?;
+        let hash = article.content_hash(&self.model_id, self.config.chunk_chars);
+        let existing = self.store.kb_get(&article.id).await?;
+        if let Some(e) = &existing {
+            if e.content_hash == hash && &e.article == article {
+                if e.source.as_deref() != source {
+                    self.store
+                        .kb_upsert(article, source, &hash, e.vectors)
+                        .await?;
+                }
+                return Ok(PutOutcome::Unchanged);
+            }
+        }
+        let texts = article.index_texts(self.config.chunk_chars);
+        let mut points = Vec::with_capacity(texts.len());
+        // Example questions are customer phrasings: embedded like customer messages.
+        let embedded = futures_util::future::try_join_all(texts.iter().map(|(part, text)| {
+            let kind = if *part == Part::Question {
+                Kind::Query
+            } else {
+                Kind::Passage
+            };
+            self.embedder.embed(kind, text)
+        }))
+        .await?;
+        for (i, ((part, text), vector)) in texts.iter().zip(embedded).enumerate() {
+            let mut payload = Map::new();
+            payload.insert("namespace".into(), json!(NAMESPACE));
+            payload.insert("article_id".into(), json!(article.id));
+            payload.insert("title".into(), json!(article.title));
+            payload.insert("part".into(), json!(part.as_str()));
+            payload.insert("text".into(), json!(text));
+            payload.insert("lang".into(), json!(article.lang));
+            points.push(Point {
+                id: point_id(&article.id, i),
+                vector: vector.to_vec(),
+                payload,
+            });
+        }
+        let count = points.len();
+        self.vectors
+            .delete(Match::new("article_id", article.id.clone()))
+            .await?;
+        self.vectors.upsert(points).await?;
+        self.store
+            .kb_upsert(article, source, &hash, count as i64)
+            .await?;
+        Ok(if existing.is_some() {
+            PutOutcome::Updated
+        } else {
+            PutOutcome::Created
+        })
+    }
+
+    /// Removes an article and its vectors. False if there was no such article.
+    pub async fn delete(&self, id: &str) -> Result<bool, KnowledgeError> {
+        self.vectors.delete(Match::new("article_id", id)).await?;
+        Ok(self.store.kb_delete(id).await?)
+    }
+
+    pub async fn list(&self) -> Result<Vec<StoredArticle>, KnowledgeError> {
+        Ok(self.store.kb_list().await?)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<StoredArticle>, KnowledgeError> {
+        Ok(self.store.kb_get(id).await?)
+    }
+
+    pub async fn is_empty(&self) -> Result<bool, KnowledgeError> {
+        Ok(self.store.kb_count().await? == 0)
+    }
+
+    /// Imports every `*.md` of `dir`: new and changed articles are embedded, unchanged ones are
+    /// skipped, articles imported from this folder whose file is gone are removed. A broken file
+    /// is reported with its name and line and does not stop the others.
+    pub async fn import_dir(
+        &self,
+        dir: &Path,
+        progress: bool,
+    ) -> Result<ImportSummary, KnowledgeError> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| KnowledgeError::Io(dir.to_path_buf(), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "md") && p.is_file())
+            .collect();
+        files.sort();
+        let source_prefix = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let bar = if progress {
+            let bar = indicatif::ProgressBar::new(files.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let mut summary = ImportSummary::default();
+        let mut seen: HashMap<String, PathBuf> = HashMap::new();
+        for file in &files {
+            bar.set_message(
+                file.file_name()
+                    .map(|f| f.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+            );
+            let fail = |line: usize, message: String| ImportFailure {
+                file: file.clone(),
+                line,
+                message,
+            };
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) => {
+                    summary.failed.push(fail(0, format!("cannot read: {e}")));
+                    bar.inc(1);
+                    continue;
+                }
+            };
+            let article = match Article::parse(&text) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), line = e.line, error = %e.message, "article skipped");
+                    summary.failed.push(fail(e.line, e.message));
+                    bar.inc(1);
+                    continue;
+                }
+            };
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if stem != article.id {
+                summary.failed.push(fail(
+                    2,
+                    format!("id '{}' differs from the file name '{stem}.md'", article.id),
+                ));
+                bar.inc(1);
+                continue;
+            }
+            if let Some(first) = seen.get(&article.id) {
+                summary.failed.push(fail(
+                    2,
+                    format!("id '{}' is already used by {}", article.id, first.display()),
+                ));
+                bar.inc(1);
+                continue;
+            }
+            seen.insert(article.id.clone(), file.clone());
+            let source = file.canonicalize().unwrap_or_else(|_| file.clone());
+            match self.put(&article, Some(&source.to_string_lossy())).await {
+                Ok(PutOutcome::Created) => summary.created += 1,
+                Ok(PutOutcome::Updated) => summary.updated += 1,
+                Ok(PutOutcome::Unchanged) => summary.unchanged += 1,
+                Err(KnowledgeError::Invalid(m)) => summary.failed.push(fail(2, m)),
+                Err(e) => return Err(e),
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        for stored in self.store.kb_list().await? {
+            let from_here = stored
+                .source
+                .as_deref()
+                .is_some_and(|s| Path::new(s).starts_with(&source_prefix));
+            if from_here && !seen.contains_key(&stored.article.id) {
+                self.delete(&stored.article.id).await?;
+                summary.removed += 1;
+            }
+        }
+        if summary.created + summary.updated + summary.removed > 0 {
+            summary.vectors = self
+                .store
+                .kb_list()
+                .await?
+                .iter()
+                .map(|a| a.vectors as usize)
+                .sum();
+            self.vectors.optimize().await?;
+        }
+        Ok(summary)
+    }
+}
