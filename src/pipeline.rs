@@ -289,8 +289,42 @@ impl ReplyStage {
             .get(id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("article {id} was deleted meanwhile"))?;
-        Ok(stored.article.body)
+        Ok(plain_text(&stored.article.body))
     }
+}
+
+/// Article Markdown as plain text for chat: messengers and the widget show text, not HTML, so
+/// emphasis marks are dropped, list items become bullets and links show their address.
+pub fn plain_text(markdown: &str) -> String {
+    use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+    let mut out = String::new();
+    let mut link: Option<String> = None;
+    for event in Parser::new(markdown) {
+        match event {
+            Event::Text(t) | Event::Code(t) => out.push_str(&t),
+            Event::SoftBreak => out.push(' '),
+            Event::HardBreak => out.push('\n'),
+            Event::Start(Tag::Item) => out.push_str("• "),
+            Event::Start(Tag::Link { dest_url, .. }) => link = Some(dest_url.to_string()),
+            Event::End(TagEnd::Link) => {
+                if let Some(url) = link.take() {
+                    out.push_str(&format!(" ({url})"));
+                }
+            }
+            Event::End(TagEnd::Paragraph | TagEnd::Heading(_) | TagEnd::CodeBlock) => {
+                out.push_str("\n\n")
+            }
+            Event::End(TagEnd::Item | TagEnd::TableRow | TagEnd::TableHead) => out.push('\n'),
+            Event::End(TagEnd::TableCell) => out.push_str(" | "),
+            Event::End(TagEnd::List(_)) => out.push('\n'),
+            _ => {}
+        }
+    }
+    let mut text = out.trim().to_string();
+    while text.contains("\n\n\n") {
+        text = text.replace("\n\n\n", "\n\n");
+    }
+    text
 }
 
 #[async_trait]
@@ -469,6 +503,15 @@ mod tests {
         assert!(
             err.to_string().contains("unsupported language 'xx'"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn article_markdown_becomes_plain_chat_text() {
+        let md = "Roaming is **off** by default.\n\n**How to turn it on**\n\n- Open *My Nimbus*\n- See [the list](https://nimbus.example/roaming)\n";
+        assert_eq!(
+            plain_text(md),
+            "Roaming is off by default.\n\nHow to turn it on\n\n• Open My Nimbus\n• See the list (https://nimbus.example/roaming)"
         );
     }
 

@@ -19,6 +19,8 @@ pub const UPSERT_BATCH: usize = 500;
 pub const NAMESPACES: usize = 8;
 /// Results per search.
 pub const TOP_K: usize = 10;
+/// Queries compared for recall after `optimize()`.
+pub const RECALL_QUERIES: usize = 100;
 
 /// Latency percentiles of one series of sequential searches.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +60,9 @@ pub struct SearchBenchReport {
     pub optimize: Duration,
     pub search_after: LatencyStats,
     pub filtered_after: LatencyStats,
+    /// Share of the exact top-10 (brute force, before `optimize()`) that the indexed search
+    /// still returns afterwards, over the first [`RECALL_QUERIES`] queries.
+    pub recall_after: f64,
 }
 
 impl SearchBenchReport {
@@ -92,10 +97,15 @@ impl fmt::Display for SearchBenchReport {
             "search top-{TOP_K} after optimize:           {}",
             self.search_after
         )?;
-        write!(
+        writeln!(
             f,
             "search top-{TOP_K} after optimize, filtered:  {}",
             self.filtered_after
+        )?;
+        write!(
+            f,
+            "recall@{TOP_K} after optimize (vs exact search before): {:.3}",
+            self.recall_after
         )
     }
 }
@@ -198,6 +208,8 @@ pub async fn search_benchmark(
     let ns = || Some(Match::new("namespace", "ns-3"));
     let search_before = measure_search(store, &queries, None).await?;
     let filtered_before = measure_search(store, &queries, ns()).await?;
+    let sample = &queries[..queries.len().min(RECALL_QUERIES)];
+    let exact = snapshot_results(store, sample).await?;
 
     let started = Instant::now();
     store.optimize().await?;
@@ -205,6 +217,16 @@ pub async fn search_benchmark(
 
     let search_after = measure_search(store, &queries, None).await?;
     let filtered_after = measure_search(store, &queries, ns()).await?;
+    let approx = snapshot_results(store, sample).await?;
+    let (mut found, mut total) = (0usize, 0usize);
+    for (exact, approx) in exact.iter().zip(&approx) {
+        total += exact.len();
+        found += exact
+            .iter()
+            .filter(|e| approx.iter().any(|a| a.id == e.id))
+            .count();
+    }
+    let recall_after = found as f64 / total.max(1) as f64;
     Ok(SearchBenchReport {
         points: n_points,
         dims,
@@ -214,5 +236,6 @@ pub async fn search_benchmark(
         optimize,
         search_after,
         filtered_after,
+        recall_after,
     })
 }
