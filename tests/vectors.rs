@@ -59,6 +59,26 @@ fn axis(dims: usize, i: usize) -> Vec<f32> {
     v
 }
 
+fn random_vector(rng: &mut StdRng, dims: usize) -> Vec<f32> {
+    (0..dims).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// `n` random points; `labels(i)` gives the i-th point's article and namespace.
+fn random_points(
+    rng: &mut StdRng,
+    n: usize,
+    dims: usize,
+    labels: impl Fn(usize) -> (String, String),
+) -> Vec<Point> {
+    (0..n)
+        .map(|i| {
+            let v = random_vector(rng, dims);
+            let (article, namespace) = labels(i);
+            point(Uuid::from_u128(rng.random()), v, &article, &namespace)
+        })
+        .collect()
+}
+
 fn id(n: u128) -> Uuid {
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | n)
 }
@@ -130,17 +150,9 @@ async fn random_384(store: Arc<dyn VectorStore>) {
     let dims = store.dimensions();
     assert_eq!(dims, 384);
     let mut rng = StdRng::seed_from_u64(42);
-    let points: Vec<Point> = (0..2_000)
-        .map(|i| {
-            let v: Vec<f32> = (0..dims).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-            point(
-                Uuid::from_u128(rng.random()),
-                v,
-                &format!("article-{}", i / 4),
-                &format!("ns-{}", i % 3),
-            )
-        })
-        .collect();
+    let points = random_points(&mut rng, 2_000, dims, |i| {
+        (format!("article-{}", i / 4), format!("ns-{}", i % 3))
+    });
     for chunk in points.chunks(500) {
         store.upsert(chunk.to_vec()).await.unwrap();
     }
@@ -497,20 +509,10 @@ async fn edge_survives_close_and_reopen() {
     let path = dir.path().join("vectors");
     let dims = 384;
     let mut rng = StdRng::seed_from_u64(7);
-    let points: Vec<Point> = (0..600)
-        .map(|i| {
-            let v: Vec<f32> = (0..dims).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-            point(
-                Uuid::from_u128(rng.random()),
-                v,
-                &format!("a{}", i / 3),
-                &format!("ns-{}", i % 2),
-            )
-        })
-        .collect();
-    let queries: Vec<Vec<f32>> = (0..10)
-        .map(|_| (0..dims).map(|_| rng.random_range(-1.0f32..1.0)).collect())
-        .collect();
+    let points = random_points(&mut rng, 600, dims, |i| {
+        (format!("a{}", i / 3), format!("ns-{}", i % 2))
+    });
+    let queries: Vec<Vec<f32>> = (0..10).map(|_| random_vector(&mut rng, dims)).collect();
 
     async fn results(store: &EdgeStore, queries: &[Vec<f32>]) -> Vec<Vec<ScoredPoint>> {
         let mut all = Vec::new();
