@@ -436,16 +436,11 @@ impl KnowledgeBase {
             if from_here && !seen.contains_key(&stored.article.id) {
                 self.delete(&stored.article.id).await?;
                 summary.removed += 1;
+            } else {
+                summary.vectors += stored.vectors as usize;
             }
         }
         if summary.created + summary.updated + summary.removed > 0 {
-            summary.vectors = self
-                .store
-                .kb_list()
-                .await?
-                .iter()
-                .map(|a| a.vectors as usize)
-                .sum();
             self.vectors.optimize().await?;
         }
         Ok(summary)
