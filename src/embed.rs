@@ -271,16 +271,6 @@ impl Embedder {
         self.cache().put(key, vector.clone());
         Ok(vector)
     }
-
-    /// Embeddings of many texts (they are batched together by the service).
-    pub async fn embed_all(
-        &self,
-        kind: Kind,
-        texts: &[String],
-    ) -> Result<Vec<Arc<[f32]>>, EmbedError> {
-        let futures = texts.iter().map(|t| self.embed(kind, t));
-        futures_util::future::try_join_all(futures).await
-    }
 }
 
 fn normalize(mut v: Vec<f32>) -> Arc<[f32]> {

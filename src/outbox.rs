@@ -59,10 +59,6 @@ impl Outbox {
         })
     }
 
-    pub fn wakeup(&self) -> Arc<Notify> {
-        self.wakeup.clone()
-    }
-
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }

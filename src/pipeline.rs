@@ -378,8 +378,9 @@ impl Stage for ReplyStage {
         };
         let mut annotations =
             json!({ "in_reply_to": turn.message.seq, "decision": action, "language": lang });
-        if let Some(k) = &turn.knowledge {
-            annotations["knowledge"] = knowledge_annotation(k);
+        // The hits explain the reply: the retrieval stage already rendered them for the message.
+        if let Some(k) = turn.annotations.get("knowledge") {
+            annotations["knowledge"] = k.clone();
         }
         turn.replies.push(NewMessage {
             author: Author::Bot,

@@ -52,10 +52,6 @@ impl Router {
         })
     }
 
-    pub fn channel(&self, name: &str) -> Option<&Arc<dyn Channel>> {
-        self.channels.get(name)
-    }
-
     /// Makes the outbox look for due deliveries now.
     pub fn wake_outbox(&self) {
         self.outbox_wakeup.notify_one();

@@ -301,24 +301,8 @@ impl Store {
         email: Option<&str>,
         now: i64,
     ) -> Result<(String, String, i64)> {
-        let found = sqlx::query(
-            "SELECT c.id, c.contact_id, c.last_seq FROM contact_identities i \
-             JOIN conversations c ON c.contact_id = i.contact_id AND c.channel = i.channel \
-             WHERE i.channel = $1 AND i.external_id = $2",
-        )
-        .bind(channel)
-        .bind(external_id)
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(db("finding a conversation"))?;
-        if let Some(row) = found {
-            return Ok((
-                row.try_get("id").map_err(db("reading a conversation"))?,
-                row.try_get("contact_id")
-                    .map_err(db("reading a conversation"))?,
-                row.try_get("last_seq")
-                    .map_err(db("reading a conversation"))?,
-            ));
+        if let Some(found) = Self::lookup_conversation(&mut **tx, channel, external_id).await? {
+            return Ok((found.conversation_id, found.contact_id, found.seq));
         }
         let contact_id = new_id();
         let conversation_id = new_id();
@@ -407,6 +391,15 @@ impl Store {
     }
 
     pub async fn find_conversation(&self, channel: &str, external_id: &str) -> Result<Option<Ack>> {
+        Self::lookup_conversation(&self.read, channel, external_id).await
+    }
+
+    /// The conversation of a contact known on `channel` as `external_id`, with its newest seq.
+    async fn lookup_conversation(
+        exec: impl Executor<'_, Database = sqlx::Any>,
+        channel: &str,
+        external_id: &str,
+    ) -> Result<Option<Ack>> {
         let row = sqlx::query(
             "SELECT c.id, c.contact_id, c.last_seq FROM contact_identities i \
              JOIN conversations c ON c.contact_id = i.contact_id AND c.channel = i.channel \
@@ -414,7 +407,7 @@ impl Store {
         )
         .bind(channel)
         .bind(external_id)
-        .fetch_optional(&self.read)
+        .fetch_optional(exec)
         .await
         .map_err(db("finding a conversation"))?;
         row.map(|r| {

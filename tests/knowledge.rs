@@ -27,6 +27,18 @@ async fn search(server: &Server, q: &str) -> Value {
     resp.json().await.expect("json")
 }
 
+async fn put_article(server: &Server, article: &Value) -> Value {
+    let id = article["id"].as_str().expect("id");
+    let resp = server
+        .admin(Method::PUT, &format!("/api/v1/kb/articles/{id}"))
+        .json(article)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(resp.status(), 200);
+    resp.json().await.expect("json")
+}
+
 fn top(result: &Value) -> (&str, &str, f64) {
     let hit = &result["hits"][0];
     (
@@ -72,15 +84,7 @@ async fn importing_updating_and_deleting_articles_changes_search() {
         .await
         .expect("post");
     assert_eq!(again.status(), 409);
-    let same: Value = server
-        .admin(Method::PUT, "/api/v1/kb/articles/pets-in-store")
-        .json(&article)
-        .send()
-        .await
-        .expect("put")
-        .json()
-        .await
-        .expect("json");
+    let same = put_article(&server, &article).await;
     assert_eq!(same["outcome"], "unchanged");
 
     // Rewritten to another topic: the old question no longer finds it first.
@@ -89,15 +93,7 @@ async fn importing_updating_and_deleting_articles_changes_search() {
         "questions": ["Are your shops open on Christmas day?"], "tags": ["stores"], "lang": "en",
         "body": "On public holidays Nimbus stores open from 10:00 to 16:00."
     });
-    let put: Value = server
-        .admin(Method::PUT, "/api/v1/kb/articles/pets-in-store")
-        .json(&rewritten)
-        .send()
-        .await
-        .expect("put")
-        .json()
-        .await
-        .expect("json");
+    let put = put_article(&server, &rewritten).await;
     assert_eq!(put["outcome"], "updated");
     let holidays = search(&server, "is the store open on christmas?").await;
     assert_eq!(top(&holidays).0, "pets-in-store", "{holidays:#}");

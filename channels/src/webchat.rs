@@ -182,14 +182,6 @@ impl WebChat {
         }
     }
 
-    pub fn hub(&self) -> &Hub {
-        &self.hub
-    }
-
-    pub fn settings(&self) -> &WebChatSettings {
-        &self.settings
-    }
-
     /// A token naming `visitor`, signed with the channel secret.
     pub fn issue_token(&self, visitor: &str, issued_secs: i64) -> String {
         let body = format!("v1.{visitor}.{issued_secs}");
