@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::embed::Embedder;
 use crate::http::{self, AppState};
 use crate::knowledge::KnowledgeBase;
+use crate::nlu::Nlu;
 use crate::outbox::Outbox;
 use crate::pipeline::Pipeline;
 use crate::router::Router;
@@ -42,10 +43,21 @@ impl App {
             .await
             .with_context(|| format!("cannot open the database {}", redact(&url)))?;
         let metrics = crate::metrics::install()?;
-        let knowledge = if config.knowledge.enabled {
-            Some(Arc::new(open_knowledge(&config, store.clone()).await?))
+        // One embedding service for the knowledge base and understanding.
+        let embedding = if config.knowledge.enabled || config.nlu.enabled {
+            Some(load_embedder(&config).await?)
         } else {
             None
+        };
+        let knowledge = match &embedding {
+            Some(e) if config.knowledge.enabled => {
+                Some(Arc::new(open_knowledge(&config, store.clone(), e).await?))
+            }
+            _ => None,
+        };
+        let nlu = match &embedding {
+            Some(e) if config.nlu.enabled => Some(open_nlu(&config, e).await?),
+            _ => None,
         };
 
         let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
@@ -93,7 +105,12 @@ impl App {
         let router = Router::new(
             store.clone(),
             channels.clone(),
-            Pipeline::new(&config.languages, knowledge.clone())?,
+            Pipeline::new(
+                &config.languages,
+                knowledge.clone(),
+                nlu.clone(),
+                config.handoff.clone(),
+            )?,
             wakeup.clone(),
         );
         let outbox = Outbox::new(store.clone(), channels, config.outbox.clone(), wakeup);
@@ -104,6 +121,7 @@ impl App {
             webchat,
             webhooks: Arc::new(webhooks),
             knowledge,
+            nlu,
             metrics,
         };
         Ok(App { state, outbox })
@@ -137,9 +155,15 @@ impl App {
     }
 }
 
-/// Loads the embedding model (building it first when missing), opens the vector store and, on a
-/// fresh install, imports the configured folder of articles (the demo's sample knowledge base).
-pub async fn open_knowledge(config: &Config, store: Store) -> anyhow::Result<KnowledgeBase> {
+/// The embedding service and the name of its model (`<model>-<variant>`).
+#[derive(Clone)]
+pub struct Embedding {
+    pub embedder: Embedder,
+    pub model: String,
+}
+
+/// Loads the embedding model, building it first when it is missing and `auto_fetch` is on.
+pub async fn load_embedder(config: &Config) -> anyhow::Result<Embedding> {
     let model_dir = config.embedding.resolve_model_dir(&config.data_dir);
     if config.embedding.auto_fetch {
         let dir = model_dir.clone();
@@ -150,14 +174,45 @@ pub async fn open_knowledge(config: &Config, store: Store) -> anyhow::Result<Kno
     let dir = model_dir.clone();
     let embedder =
         tokio::task::spawn_blocking(move || Embedder::load(&dir, &embed_config)).await??;
-    let vectors =
-        crate::vectors::open(&config.qdrant, &config.data_dir, embedder.dimensions()).await?;
+    Ok(Embedding {
+        embedder,
+        model: format!("{}-{}", manifest.model, manifest.variant),
+    })
+}
+
+/// The understanding service: the configured model, or one trained from the intent and emotion
+/// files (cached in the data folder until they change).
+pub async fn open_nlu(config: &Config, embedding: &Embedding) -> anyhow::Result<Nlu> {
+    let model = crate::nlu::load_or_train(
+        &config.nlu,
+        &config.data_dir,
+        &embedding.embedder,
+        &embedding.model,
+    )
+    .await
+    .context("cannot prepare the intent and emotion model ([nlu] in the configuration)")?;
+    Nlu::new(embedding.embedder.clone(), model, &config.languages)
+}
+
+/// Opens the vector store and, on a fresh install, imports the configured folder of articles (the
+/// demo's sample knowledge base).
+pub async fn open_knowledge(
+    config: &Config,
+    store: Store,
+    embedding: &Embedding,
+) -> anyhow::Result<KnowledgeBase> {
+    let vectors = crate::vectors::open(
+        &config.qdrant,
+        &config.data_dir,
+        embedding.embedder.dimensions(),
+    )
+    .await?;
     let kb = KnowledgeBase::new(
         store,
         vectors,
-        embedder,
+        embedding.embedder.clone(),
         config.knowledge.clone(),
-        format!("{}-{}", manifest.model, manifest.variant),
+        embedding.model.clone(),
     );
     if kb.is_empty().await? {
         match &config.knowledge.import_dir {

@@ -30,6 +30,10 @@ pub struct Config {
     pub knowledge: crate::knowledge::KnowledgeConfig,
     /// Vector store: Qdrant Edge under `<data_dir>/vectors` unless `qdrant.url` names a server.
     pub qdrant: crate::vectors::VectorConfig,
+    /// Intents, sentiment and emotion.
+    pub nlu: crate::nlu::NluConfig,
+    /// When the bot hands a conversation to a person.
+    pub handoff: crate::handoff::HandoffConfig,
     /// Webhook channels by name: `[channels.crm]`.
     pub channels: BTreeMap<String, WebhookChannelConfig>,
 }
@@ -52,6 +56,8 @@ impl Default for Config {
             embedding: Default::default(),
             knowledge: Default::default(),
             qdrant: Default::default(),
+            nlu: Default::default(),
+            handoff: Default::default(),
             channels: BTreeMap::new(),
         }
     }
@@ -193,7 +199,7 @@ fn default_timeout() -> u64 {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "listen",
     "data_dir",
     "languages",
@@ -206,6 +212,8 @@ const TOP_LEVEL_KEYS: [&str; 13] = [
     "embedding",
     "knowledge",
     "qdrant",
+    "nlu",
+    "handoff",
     "channels",
 ];
 

@@ -14,6 +14,16 @@ pub enum Phrase {
     DidYouMean,
     /// No article is close enough: ask the customer to say it differently.
     Rephrase,
+    /// Answers a hello that asks nothing yet.
+    HowCanIHelp,
+    /// Answers thanks.
+    YouAreWelcome,
+    /// Answers a goodbye.
+    Goodbye,
+    /// The conversation goes to a person.
+    Handoff,
+    /// The conversation goes to a person because the customer is upset.
+    HandoffSorry,
 }
 
 /// The sentence in `lang` (a two-letter code), English when that language is not supported.
@@ -36,6 +46,26 @@ pub fn phrase(p: Phrase, lang: &str) -> &'static str {
         (Rephrase, "vi") => "Tôi chưa chắc đã hiểu đúng. Bạn có thể mô tả câu hỏi bằng cách khác không?",
         (Rephrase, "zh") => "我不确定是否理解了您的问题。能换一种说法描述一下吗？",
         (Rephrase, _) => "I'm not sure I understood. Could you describe your question in other words?",
+        (HowCanIHelp, "ru") => "Чем могу помочь?",
+        (HowCanIHelp, "vi") => "Tôi có thể giúp gì cho bạn?",
+        (HowCanIHelp, "zh") => "请问有什么可以帮您？",
+        (HowCanIHelp, _) => "How can I help you?",
+        (YouAreWelcome, "ru") => "Пожалуйста! Если появятся ещё вопросы, пишите.",
+        (YouAreWelcome, "vi") => "Không có gì! Nếu còn câu hỏi nào, bạn cứ nhắn nhé.",
+        (YouAreWelcome, "zh") => "不客气！如果还有其他问题，欢迎随时留言。",
+        (YouAreWelcome, _) => "You're welcome! Write any time if you have another question.",
+        (Goodbye, "ru") => "Всего доброго! Будем рады помочь снова.",
+        (Goodbye, "vi") => "Chào bạn! Rất vui được hỗ trợ bạn lần sau.",
+        (Goodbye, "zh") => "再见！期待再次为您服务。",
+        (Goodbye, _) => "Goodbye! We're glad to help any time.",
+        (Handoff, "ru") => "Передаю ваш вопрос сотруднику поддержки. Он ответит здесь, в этом чате.",
+        (Handoff, "vi") => "Tôi đang chuyển cuộc trò chuyện cho nhân viên hỗ trợ. Họ sẽ trả lời bạn ngay tại đây.",
+        (Handoff, "zh") => "正在为您转接人工客服，客服人员会在这里回复您。",
+        (Handoff, _) => "I'm passing your conversation to a member of our support team. They will reply here.",
+        (HandoffSorry, "ru") => "Извините за неудобства. Передаю разговор сотруднику поддержки, он ответит здесь, в этом чате.",
+        (HandoffSorry, "vi") => "Xin lỗi vì sự bất tiện này. Tôi đang chuyển cuộc trò chuyện cho nhân viên hỗ trợ, họ sẽ trả lời bạn ngay tại đây.",
+        (HandoffSorry, "zh") => "很抱歉给您带来不便。正在为您转接人工客服，客服人员会在这里回复您。",
+        (HandoffSorry, _) => "I'm sorry about the trouble. I'm passing your conversation to a member of our support team; they will reply here.",
     }
 }
 
@@ -50,6 +80,11 @@ mod tests {
             Phrase::CannotAnswerYet,
             Phrase::DidYouMean,
             Phrase::Rephrase,
+            Phrase::HowCanIHelp,
+            Phrase::YouAreWelcome,
+            Phrase::Goodbye,
+            Phrase::Handoff,
+            Phrase::HandoffSorry,
         ] {
             let english = phrase(p, "en");
             for lang in ["ru", "vi", "zh"] {

@@ -1,4 +1,4 @@
-//! The `frontdesk` command: `serve`, `migrate`, `bench`.
+//! The `frontdesk` command: `serve`, `migrate`, `models`, `kb`, `nlu`, `eval`, `bench`.
 
 use std::path::PathBuf;
 
@@ -41,6 +41,9 @@ enum Command {
     /// The knowledge base.
     #[command(subcommand)]
     Kb(frontdesk::cli::KbCommand),
+    /// Understanding: train and evaluate intent, sentiment and emotion models.
+    #[command(subcommand)]
+    Nlu(frontdesk::cli::NluCommand),
     /// Quality evaluations on labelled data.
     #[command(subcommand)]
     Eval(frontdesk::cli::EvalCommand),
@@ -101,6 +104,11 @@ async fn main() -> anyhow::Result<()> {
             let config = load(cli.config.as_deref(), Common::default())?;
             init_logging(&config);
             frontdesk::cli::kb(cmd, &config).await
+        }
+        Command::Nlu(cmd) => {
+            let config = load(cli.config.as_deref(), Common::default())?;
+            init_logging(&config);
+            frontdesk::cli::nlu(cmd, &config).await
         }
         Command::Eval(cmd) => {
             let config = load(cli.config.as_deref(), Common::default())?;

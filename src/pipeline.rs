@@ -1,7 +1,9 @@
 //! The bot's turn for one customer message, as a short list of stages with one interface.
 //!
-//! Ownership (a conversation a person owns never gets a bot reply), understanding (language now;
-//! intent and emotion later), policy (answer / clarify / hand off) and reply (the words). Each stage
+//! Ownership (a conversation a person owns never gets a bot reply), understanding (language,
+//! intent, sentiment, emotion), retrieval (the knowledge base), policy (answer / suggest / clarify /
+//! small talk), handoff (the rules that send a conversation to a person) and reply (the words).
+//! Each stage
 //! reads and extends the [`Turn`]; a stage may stop the turn. Nothing here touches the database:
 //! the router commits the finished turn in one transaction.
 
@@ -9,8 +11,12 @@ use async_trait::async_trait;
 use frontdesk_channels::{Author, QuickReply, StoredMessage};
 use serde_json::json;
 
+use crate::handoff::{Fired, HandoffConfig, Signals};
 use crate::i18n::{self, Phrase};
 use crate::knowledge::{self, Hit, KnowledgeBase, SearchResult};
+use crate::nlu::intent::IntentPrediction;
+use crate::nlu::language::LanguageDetector;
+use crate::nlu::{LabelScore, Nlu};
 use crate::store::{Conversation, NewMessage, StatusChange, TurnOutcome};
 
 /// What the policy decided to do with a message.
@@ -24,6 +30,21 @@ pub enum Decision {
     Suggest { greet: bool, hits: Vec<Hit> },
     /// Nothing is close enough: no article at all, ask to rephrase.
     Clarify { greet: bool },
+    /// A hello, thanks or goodbye that asks nothing: answer in kind.
+    SmallTalk { greet: bool, phrase: Phrase },
+    /// A person takes over (the rule that fired says why).
+    Handoff { greet: bool, fired: Fired },
+}
+
+/// What the understanding stage made of the message.
+#[derive(Debug, Clone)]
+pub struct Understood {
+    pub intent: IntentPrediction,
+    pub sentiment: Option<LabelScore>,
+    pub emotion: Option<LabelScore>,
+    pub emotions: std::collections::BTreeMap<String, f32>,
+    /// The model's tuned handoff thresholds per emotion.
+    pub emotion_thresholds: std::collections::BTreeMap<String, f32>,
 }
 
 /// One customer message on its way through the stages.
@@ -38,8 +59,12 @@ pub struct Turn<'a> {
     pub annotations: serde_json::Map<String, serde_json::Value>,
     pub status_change: Option<StatusChange>,
     pub decision: Option<Decision>,
+    /// Intent and feelings (when understanding is configured).
+    pub understood: Option<Understood>,
     /// What the knowledge base found for the message (when one is configured).
     pub knowledge: Option<SearchResult>,
+    /// The conversation's count of unanswered messages in a row after this one.
+    pub unanswered: Option<i64>,
     pub replies: Vec<NewMessage>,
     /// Set by a stage that ends the turn (no later stage runs).
     pub stopped: bool,
@@ -74,6 +99,7 @@ impl Stage for OwnershipStage {
                     actor: "customer".into(),
                     reason: "customer wrote again".into(),
                     details: json!({ "seq": turn.message.seq }),
+                    priority: None,
                 });
                 turn.annotations.insert("owner".into(), json!("bot"));
             }
@@ -85,64 +111,19 @@ impl Stage for OwnershipStage {
     }
 }
 
-/// Detects the message's language (whatlang) among the configured ones; short Latin-script texts
-/// keep the conversation's language unless the detection is reliable.
+/// Detects the message's language among the configured ones (short Latin-script texts keep the
+/// conversation's language unless the detection is reliable) and, when understanding is
+/// configured, its intent, sentiment and emotion.
 pub struct UnderstandingStage {
-    detector: whatlang::Detector,
-}
-
-/// Two-letter codes and whatlang's languages, for the languages a deployment can configure.
-const LANGUAGES: [(&str, whatlang::Lang); 12] = {
-    use whatlang::Lang::*;
-    [
-        ("en", Eng),
-        ("ru", Rus),
-        ("vi", Vie),
-        ("zh", Cmn),
-        ("uk", Ukr),
-        ("de", Deu),
-        ("fr", Fra),
-        ("es", Spa),
-        ("pt", Por),
-        ("it", Ita),
-        ("ja", Jpn),
-        ("ko", Kor),
-    ]
-};
-
-fn two_letter(lang: whatlang::Lang) -> &'static str {
-    LANGUAGES
-        .iter()
-        .find(|(_, l)| *l == lang)
-        .map(|(code, _)| *code)
-        .unwrap_or_else(|| lang.code())
+    language: LanguageDetector,
+    nlu: Option<Nlu>,
 }
 
 impl UnderstandingStage {
-    /// Detection is restricted to `languages` (two-letter codes): open-set detection on short
-    /// messages confuses neighbours (whatlang reads short Russian as Ukrainian).
-    pub fn new(languages: &[String]) -> anyhow::Result<Self> {
-        let mut allow = Vec::new();
-        for code in languages {
-            let lang = LANGUAGES
-                .iter()
-                .find(|(c, _)| c == code)
-                .map(|(_, l)| *l)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = LANGUAGES.iter().map(|(c, _)| *c).collect();
-                    anyhow::anyhow!(
-                        "unsupported language '{code}' (supported: {})",
-                        known.join(", ")
-                    )
-                })?;
-            allow.push(lang);
-        }
-        anyhow::ensure!(
-            !allow.is_empty(),
-            "at least one language must be configured"
-        );
+    pub fn new(languages: &[String], nlu: Option<Nlu>) -> anyhow::Result<Self> {
         Ok(Self {
-            detector: whatlang::Detector::with_allowlist(allow),
+            language: LanguageDetector::new(languages)?,
+            nlu,
         })
     }
 }
@@ -155,18 +136,16 @@ impl Stage for UnderstandingStage {
 
     async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()> {
         let known = turn.conversation.language.clone();
-        match self.detector.detect(&turn.message.text) {
-            Some(info) => {
-                let code = two_letter(info.lang());
+        match self.language.detect(&turn.message.text) {
+            Some(d) => {
                 turn.annotations.insert(
                     "language".into(),
-                    json!({ "code": code, "confidence": info.confidence(), "reliable": info.is_reliable() }),
+                    json!({ "code": d.code, "confidence": d.confidence, "reliable": d.reliable }),
                 );
                 // Scripts are unambiguous for ru and zh even in short messages; Latin-script
                 // guesses on a few words are not, so they only count when reliable.
-                let script_sure = matches!(code, "ru" | "zh" | "uk" | "ja" | "ko");
-                if info.is_reliable() || script_sure || known.is_none() {
-                    turn.language = code.to_string();
+                if d.reliable || d.script_sure || known.is_none() {
+                    turn.language = d.code.to_string();
                     turn.language_detected = true;
                 } else if let Some(k) = known {
                     turn.language = k;
@@ -177,6 +156,36 @@ impl Stage for UnderstandingStage {
                     turn.language = k;
                 }
             }
+        }
+        if let Some(nlu) = &self.nlu {
+            let parse = nlu.parse(&turn.message.text).await?;
+            let intent = IntentPrediction {
+                name: parse.intent.name.clone(),
+                confidence: parse.intent.confidence,
+                score: parse.intent_score,
+                out_of_scope: parse.out_of_scope,
+                ranking: parse.ranking.clone(),
+            };
+            let ranking: Vec<_> = parse.ranking.iter().take(3).collect();
+            turn.annotations.insert(
+                "intent".into(),
+                json!({ "name": intent.name, "confidence": intent.confidence,
+                        "out_of_scope": intent.out_of_scope, "score": intent.score,
+                        "team": parse.team, "ranking": ranking }),
+            );
+            if let Some(s) = &parse.sentiment {
+                turn.annotations.insert("sentiment".into(), json!(s));
+            }
+            if let Some(e) = &parse.emotion {
+                turn.annotations.insert("emotion".into(), json!(e));
+            }
+            turn.understood = Some(Understood {
+                intent,
+                sentiment: parse.sentiment,
+                emotion: parse.emotion,
+                emotions: parse.emotions,
+                emotion_thresholds: nlu.model().emotion_thresholds.clone(),
+            });
         }
         Ok(())
     }
@@ -265,11 +274,96 @@ impl Stage for PolicyStage {
                 ),
             },
         };
+        // A hello, thanks or goodbye the knowledge base has no article for is small talk.
+        let small_talk = turn
+            .understood
+            .as_ref()
+            .filter(|u| !u.intent.out_of_scope && u.intent.confidence >= SMALL_TALK_CONFIDENCE)
+            .and_then(|u| small_talk_phrase(&u.intent.name).map(|p| (p, u.intent.confidence)));
+        let (decision, action, reason) = match (small_talk, &decision) {
+            (Some((phrase, confidence)), d) if !matches!(d, Decision::Answer { .. }) => (
+                Decision::SmallTalk { greet, phrase },
+                "small_talk",
+                format!("small talk intent, {confidence:.2}"),
+            ),
+            _ => (decision, action, reason),
+        };
         turn.annotations.insert(
             "decision".into(),
             json!({ "action": action, "reason": reason }),
         );
         turn.decision = Some(decision);
+        Ok(())
+    }
+}
+
+/// Small talk is answered only when the intent is clear.
+const SMALL_TALK_CONFIDENCE: f32 = 0.5;
+
+fn small_talk_phrase(intent: &str) -> Option<Phrase> {
+    match intent {
+        "greeting" => Some(Phrase::HowCanIHelp),
+        "thanks" => Some(Phrase::YouAreWelcome),
+        "goodbye" => Some(Phrase::Goodbye),
+        _ => None,
+    }
+}
+
+/// Applies the handoff rules ([`crate::handoff`]) after the policy: a rule that fires replaces
+/// the decision, queues the conversation for a person (with the rule in the status event) and may
+/// raise its priority. Also keeps the count of unanswered messages in a row.
+pub struct HandoffStage {
+    rules: HandoffConfig,
+}
+
+#[async_trait]
+impl Stage for HandoffStage {
+    fn name(&self) -> &'static str {
+        "handoff"
+    }
+
+    async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()> {
+        let unanswered = match &turn.decision {
+            // Without a knowledge base every message is unanswered by design, not by failure.
+            Some(Decision::Clarify { .. }) => turn.conversation.unanswered + 1,
+            _ => 0,
+        };
+        let none = std::collections::BTreeMap::new();
+        let fired = self.rules.check(&Signals {
+            intent: turn.understood.as_ref().map(|u| &u.intent),
+            emotions: turn.understood.as_ref().map_or(&none, |u| &u.emotions),
+            tuned: turn
+                .understood
+                .as_ref()
+                .map_or(&none, |u| &u.emotion_thresholds),
+            answered: matches!(
+                turn.decision,
+                Some(Decision::Answer { .. } | Decision::SmallTalk { .. })
+            ),
+            unanswered,
+        });
+        let Some(fired) = fired else {
+            turn.unanswered = Some(unanswered);
+            return Ok(());
+        };
+        turn.unanswered = Some(0);
+        turn.annotations.insert(
+            "decision".into(),
+            json!({ "action": "handoff", "reason": fired.reason, "rule": fired.rule }),
+        );
+        turn.status_change = Some(StatusChange {
+            to: "queued".into(),
+            actor: "bot".into(),
+            reason: fired.reason.clone(),
+            details: {
+                let mut d = fired.details.clone();
+                d["seq"] = json!(turn.message.seq);
+                d
+            },
+            priority: (fired.priority > 0).then_some(fired.priority),
+        });
+        let greet = turn.conversation.processed_seq == 0;
+        turn.decision = Some(Decision::Handoff { greet, fired });
         Ok(())
     }
 }
@@ -375,6 +469,24 @@ impl Stage for ReplyStage {
                 Vec::new(),
                 "clarify",
             ),
+            Some(Decision::SmallTalk { greet, phrase }) => (
+                greeting(*greet) + i18n::phrase(*phrase, lang),
+                Vec::new(),
+                "small_talk",
+            ),
+            Some(Decision::Handoff { greet, fired }) => (
+                greeting(*greet && !fired.apologise)
+                    + i18n::phrase(
+                        if fired.apologise {
+                            Phrase::HandoffSorry
+                        } else {
+                            Phrase::Handoff
+                        },
+                        lang,
+                    ),
+                Vec::new(),
+                "handoff",
+            ),
         };
         let mut annotations =
             json!({ "in_reply_to": turn.message.seq, "decision": action, "language": lang });
@@ -402,15 +514,18 @@ impl Pipeline {
     pub fn new(
         languages: &[String],
         kb: Option<std::sync::Arc<KnowledgeBase>>,
+        nlu: Option<Nlu>,
+        handoff: HandoffConfig,
     ) -> anyhow::Result<Self> {
         let mut stages: Vec<Box<dyn Stage>> = vec![
             Box::new(OwnershipStage),
-            Box::new(UnderstandingStage::new(languages)?),
+            Box::new(UnderstandingStage::new(languages, nlu)?),
         ];
         if let Some(kb) = &kb {
             stages.push(Box::new(RetrievalStage { kb: kb.clone() }));
         }
         stages.push(Box::new(PolicyStage));
+        stages.push(Box::new(HandoffStage { rules: handoff }));
         stages.push(Box::new(ReplyStage { kb }));
         Ok(Self { stages })
     }
@@ -426,7 +541,9 @@ impl Pipeline {
             annotations: serde_json::Map::new(),
             status_change: None,
             decision: None,
+            understood: None,
             knowledge: None,
+            unanswered: None,
             replies: Vec::new(),
             stopped: false,
         };
@@ -453,6 +570,7 @@ impl Pipeline {
             message_annotations: serde_json::Value::Object(turn.annotations),
             language: turn.language_detected.then_some(turn.language),
             status_change: turn.status_change,
+            unanswered: turn.unanswered,
             replies: turn.replies,
         }
     }
@@ -473,6 +591,7 @@ mod tests {
             priority: 0,
             last_seq: processed + 1,
             processed_seq: processed,
+            unanswered: 0,
         }
     }
 
@@ -493,12 +612,12 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        Pipeline::new(&langs, None).expect("pipeline")
+        Pipeline::new(&langs, None, None, HandoffConfig::default()).expect("pipeline")
     }
 
     #[test]
     fn unknown_languages_are_refused_at_start() {
-        let err = Pipeline::new(&["xx".to_string()], None)
+        let err = Pipeline::new(&["xx".to_string()], None, None, HandoffConfig::default())
             .err()
             .expect("refused");
         assert!(

@@ -80,6 +80,8 @@ pub struct Conversation {
     pub priority: i64,
     pub last_seq: i64,
     pub processed_seq: i64,
+    /// Customer messages in a row the bot could not answer.
+    pub unanswered: i64,
 }
 
 /// A message the pipeline wants to add to a conversation.
@@ -98,6 +100,8 @@ pub struct StatusChange {
     pub actor: String,
     pub reason: String,
     pub details: serde_json::Value,
+    /// Raise the conversation's priority to at least this.
+    pub priority: Option<i64>,
 }
 
 /// Everything one bot turn (one customer message) changes, committed at once.
@@ -114,6 +118,8 @@ pub struct TurnOutcome {
     pub message_annotations: serde_json::Value,
     pub language: Option<String>,
     pub status_change: Option<StatusChange>,
+    /// The conversation's new count of unanswered messages in a row (none = unchanged).
+    pub unanswered: Option<i64>,
     pub replies: Vec<NewMessage>,
 }
 
@@ -616,7 +622,7 @@ impl Store {
     pub async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
         let row = sqlx::query(
             "SELECT c.id, c.channel, c.contact_id, i.external_id, c.status, c.language, c.priority, \
-             c.last_seq, c.processed_seq FROM conversations c \
+             c.last_seq, c.processed_seq, c.unanswered FROM conversations c \
              JOIN contact_identities i ON i.contact_id = c.contact_id AND i.channel = c.channel \
              WHERE c.id = $1",
         )
@@ -636,6 +642,7 @@ impl Store {
             priority: r.try_get("priority").map_err(get)?,
             last_seq: r.try_get("last_seq").map_err(get)?,
             processed_seq: r.try_get("processed_seq").map_err(get)?,
+            unanswered: r.try_get("unanswered").map_err(get)?,
         }))
     }
 
@@ -679,13 +686,15 @@ impl Store {
             .map_err(db("starting a transaction"))?;
         let claimed = sqlx::query(
             "UPDATE conversations SET processed_seq = $3, updated_at = $4, \
-             language = COALESCE($5, language) WHERE id = $1 AND processed_seq = $2",
+             language = COALESCE($5, language), unanswered = COALESCE($6, unanswered) \
+             WHERE id = $1 AND processed_seq = $2",
         )
         .bind(&turn.conversation_id)
         .bind(turn.expected_processed_seq)
         .bind(turn.message_seq)
         .bind(now)
         .bind(turn.language.as_deref())
+        .bind(turn.unanswered)
         .execute(&mut *tx)
         .await
         .map_err(db("recording a bot turn"))?;
@@ -728,13 +737,17 @@ impl Store {
             .await
             .map_err(db("reading a status"))?;
         let from: String = row.try_get("status").map_err(db("reading a status"))?;
-        sqlx::query("UPDATE conversations SET status = $2, updated_at = $3 WHERE id = $1")
-            .bind(conversation_id)
-            .bind(&change.to)
-            .bind(now)
-            .execute(&mut **tx)
-            .await
-            .map_err(db("changing a status"))?;
+        sqlx::query(
+            "UPDATE conversations SET status = $2, updated_at = $3, \
+             priority = CASE WHEN $4 > priority THEN $4 ELSE priority END WHERE id = $1",
+        )
+        .bind(conversation_id)
+        .bind(&change.to)
+        .bind(now)
+        .bind(change.priority.unwrap_or(i64::MIN))
+        .execute(&mut **tx)
+        .await
+        .map_err(db("changing a status"))?;
         sqlx::query(
             "INSERT INTO conversation_events (id, conversation_id, kind, from_status, to_status, \
              actor, reason, details, created_at) VALUES ($1, $2, 'status', $3, $4, $5, $6, $7, $8)",

@@ -5,6 +5,7 @@
 mod error;
 mod handlers;
 mod kb;
+mod nlu;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub struct AppState {
     pub webchat: Option<Arc<WebChat>>,
     pub webhooks: Arc<HashMap<String, Arc<WebhookChannel>>>,
     pub knowledge: Option<Arc<crate::knowledge::KnowledgeBase>>,
+    pub nlu: Option<crate::nlu::Nlu>,
     pub metrics: PrometheusHandle,
 }
 
@@ -55,6 +57,7 @@ pub struct AppState {
         kb::create,
         kb::put,
         kb::delete,
+        nlu::parse,
     ),
     components(schemas(
         error::ErrorBody,
@@ -77,6 +80,10 @@ pub struct AppState {
         kb::ArticleView,
         kb::ArticleList,
         kb::PutResult,
+        nlu::ParseRequest,
+        crate::nlu::Parse,
+        crate::nlu::LabelScore,
+        crate::nlu::intent::RankedIntent,
     )),
     modifiers(&BearerAuth),
 )]
@@ -119,6 +126,7 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/ws/chat", get(handlers::chat_socket))
         .route("/api/v1/kb/search", get(kb::search))
         .route("/api/v1/kb/articles", get(kb::list).post(kb::create))
+        .route("/api/v1/nlu/parse", post(nlu::parse))
         .route(
             "/api/v1/kb/articles/{id}",
             get(kb::get).put(kb::put).delete(kb::delete),
