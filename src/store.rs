@@ -68,7 +68,7 @@ pub enum Backend {
 }
 
 /// A conversation as the pipeline needs it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: String,
     pub channel: String,
@@ -91,6 +91,29 @@ pub struct NewMessage {
     pub text: String,
     pub quick_replies: Vec<QuickReply>,
     pub annotations: serde_json::Value,
+}
+
+/// A stored message with its annotations (intent, emotion, knowledge hits, decision).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TranscriptMessage {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub message: StoredMessage,
+    #[schema(value_type = Object)]
+    pub annotations: serde_json::Value,
+}
+
+/// Something that happened to a conversation: who changed its status, and why.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ConversationEvent {
+    pub kind: String,
+    pub from_status: Option<String>,
+    pub to_status: Option<String>,
+    pub actor: String,
+    pub reason: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub created_at_ms: i64,
 }
 
 /// A status change with its reason, recorded as a conversation event.
@@ -597,6 +620,57 @@ impl Store {
             metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
             quick_replies: serde_json::from_str(&quick).unwrap_or_default(),
         })
+    }
+
+    /// Every message of a conversation with what the gateway understood about it, oldest first.
+    pub async fn transcript(&self, conversation_id: &str) -> Result<Vec<TranscriptMessage>> {
+        let rows = sqlx::query(
+            "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies, \
+             annotations FROM messages WHERE conversation_id = $1 ORDER BY seq",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db("reading a transcript"))?;
+        rows.iter()
+            .map(|r| {
+                let annotations: String = r
+                    .try_get("annotations")
+                    .map_err(db("reading a transcript"))?;
+                Ok(TranscriptMessage {
+                    message: Self::stored_message(r)?,
+                    annotations: serde_json::from_str(&annotations)
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect()
+    }
+
+    /// A conversation's events (status changes with who and why), oldest first.
+    pub async fn events(&self, conversation_id: &str) -> Result<Vec<ConversationEvent>> {
+        let rows = sqlx::query(
+            "SELECT kind, from_status, to_status, actor, reason, details, created_at \
+             FROM conversation_events WHERE conversation_id = $1 ORDER BY created_at, id",
+        )
+        .bind(conversation_id)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db("reading events"))?;
+        let get = |e| StoreError::Db("reading events", e);
+        rows.iter()
+            .map(|r| {
+                let details: String = r.try_get("details").map_err(get)?;
+                Ok(ConversationEvent {
+                    kind: r.try_get("kind").map_err(get)?,
+                    from_status: r.try_get("from_status").map_err(get)?,
+                    to_status: r.try_get("to_status").map_err(get)?,
+                    actor: r.try_get("actor").map_err(get)?,
+                    reason: r.try_get("reason").map_err(get)?,
+                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+                    created_at_ms: r.try_get("created_at").map_err(get)?,
+                })
+            })
+            .collect()
     }
 
     /// Messages after `after_seq`, oldest first, at most `limit`.

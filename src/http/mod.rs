@@ -2,6 +2,7 @@
 //! one [`AppState`]. Routes are listed in [`routes`]; the OpenAPI document is generated from the
 //! handlers' annotations.
 
+mod conversations;
 mod error;
 mod handlers;
 mod kb;
@@ -58,6 +59,7 @@ pub struct AppState {
         kb::put,
         kb::delete,
         nlu::parse,
+        conversations::get,
     ),
     components(schemas(
         error::ErrorBody,
@@ -81,6 +83,10 @@ pub struct AppState {
         kb::ArticleList,
         kb::PutResult,
         nlu::ParseRequest,
+        conversations::ConversationView,
+        crate::store::Conversation,
+        crate::store::TranscriptMessage,
+        crate::store::ConversationEvent,
         crate::nlu::Parse,
         crate::nlu::LabelScore,
         crate::nlu::intent::RankedIntent,
@@ -127,6 +133,7 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/api/v1/kb/search", get(kb::search))
         .route("/api/v1/kb/articles", get(kb::list).post(kb::create))
         .route("/api/v1/nlu/parse", post(nlu::parse))
+        .route("/api/v1/conversations/{id}", get(conversations::get))
         .route(
             "/api/v1/kb/articles/{id}",
             get(kb::get).put(kb::put).delete(kb::delete),

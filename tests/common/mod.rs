@@ -141,11 +141,12 @@ impl Server {
         toml.push('\n');
         if self.opts.knowledge {
             toml.push_str(&format!(
-                "[knowledge]\nimport_dir = \"{}\"\n\n",
-                sample_articles().display()
+                "[knowledge]\nimport_dir = \"{}\"\n\n{}",
+                sample_articles().display(),
+                nlu_toml()
             ));
         } else {
-            toml.push_str("[knowledge]\nenabled = false\n\n");
+            toml.push_str("[knowledge]\nenabled = false\n\n[nlu]\nenabled = false\n\n");
         }
         toml.push_str(&self.opts.extra_toml);
         std::fs::write(self.config_path(), toml).expect("write config");
@@ -317,8 +318,41 @@ pub fn knowledge_template() -> PathBuf {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The understanding model the servers would otherwise train at start: trained once here,
+    // found in the copied data folder (same files, same hash) by every server.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_frontdesk"))
+        .args(["nlu", "train"])
+        .env("FRONTDESK_DATA_DIR", &dir)
+        .env("FRONTDESK_MODEL_DIR", model_root())
+        .env("FRONTDESK_NLU__INTENTS", repo().join("knowledge/intents"))
+        .env(
+            "FRONTDESK_NLU__EMOTIONS",
+            repo().join("knowledge/emotions/train.csv"),
+        )
+        .env_remove("FRONTDESK_DATABASE__URL")
+        .output()
+        .expect("run frontdesk nlu train");
+    assert!(
+        out.status.success(),
+        "training the NLU model failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     *template = Some(dir.clone());
     dir
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `[nlu]` pointing at the repository's intent and emotion files.
+pub fn nlu_toml() -> String {
+    format!(
+        "[nlu]\nintents = \"{}\"\nemotions = \"{}\"\n\n",
+        repo().join("knowledge/intents").display(),
+        repo().join("knowledge/emotions/train.csv").display()
+    )
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
