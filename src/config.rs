@@ -367,7 +367,9 @@ impl Config {
                 "channel name '{name}' is taken by the web chat"
             );
             if let Some(other) = seen.insert(name.clone(), section) {
-                anyhow::bail!("channel name '{name}' is used by both [{other}.{name}] and [{section}.{name}]");
+                anyhow::bail!(
+                    "channel name '{name}' is used by both [{other}.{name}] and [{section}.{name}]"
+                );
             }
         }
         for (name, tg) in &self.telegram {
@@ -466,11 +468,15 @@ fn validate_telegram(name: &str, tg: &TelegramConfig) -> anyhow::Result<()> {
     );
     if tg.effective_mode() == TelegramMode::Webhook {
         let Some(url) = &tg.webhook_url else {
-            anyhow::bail!("telegram.{name}.mode is webhook but telegram.{name}.webhook_url is not set");
+            anyhow::bail!(
+                "telegram.{name}.mode is webhook but telegram.{name}.webhook_url is not set"
+            );
         };
         check_url(&format!("telegram.{name}.webhook_url"), url)?;
         let Some(secret) = &tg.secret_token else {
-            anyhow::bail!("telegram.{name}.secret_token is required in webhook mode (16-256 characters)");
+            anyhow::bail!(
+                "telegram.{name}.secret_token is required in webhook mode (16-256 characters)"
+            );
         };
         let secret = secret.expose();
         anyhow::ensure!(
@@ -564,7 +570,10 @@ mod tests {
             assert_eq!(c.telegram["hooked"].effective_mode(), TelegramMode::Webhook);
             assert_eq!(c.discord["dc"].support_channel_id, Some(1234));
             let shown = format!("{c:?}");
-            assert!(!shown.contains(TOKEN) && !shown.contains("s3cr3t") && !shown.contains("xxxxx"), "{shown}");
+            assert!(
+                !shown.contains(TOKEN) && !shown.contains("s3cr3t") && !shown.contains("xxxxx"),
+                "{shown}"
+            );
 
             for (file, bad, expect) in [
                 ("t1.toml", "[telegram.tg]\ntoken = \"nonsense\"\n", "does not look like a bot token"),

@@ -982,11 +982,18 @@ impl Store {
 /// Channels keep their small durable values (Telegram's polling offset) in the settings table.
 #[async_trait::async_trait]
 impl frontdesk_channels::ChannelState for Store {
-    async fn load(&self, key: &str) -> std::result::Result<Option<String>, frontdesk_channels::GatewayError> {
+    async fn load(
+        &self,
+        key: &str,
+    ) -> std::result::Result<Option<String>, frontdesk_channels::GatewayError> {
         Ok(self.setting(key).await?)
     }
 
-    async fn save(&self, key: &str, value: &str) -> std::result::Result<(), frontdesk_channels::GatewayError> {
+    async fn save(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> std::result::Result<(), frontdesk_channels::GatewayError> {
         Ok(self.put_setting(key, value).await?)
     }
 }

@@ -21,14 +21,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 use serenity::all::{
-    ButtonStyle, ChannelId, ClientBuilder, ComponentInteraction, Context, CreateActionRow, CreateButton,
-    CreateInteractionResponse, CreateMessage, CreateThread, EventHandler, GatewayIntents,
-    HttpBuilder, Interaction, Message, Ready,
+    ButtonStyle, ChannelId, ClientBuilder, ComponentInteraction, Context, CreateActionRow,
+    CreateButton, CreateInteractionResponse, CreateMessage, CreateThread, EventHandler,
+    GatewayIntents, HttpBuilder, Interaction, Message, Ready,
 };
 use serenity::http::{Http, HttpError};
 use tokio_util::sync::CancellationToken;
 
-use crate::{quick, Channel, DeliveryError, Gateway, GatewayError, InboundMessage, OutboundMessage};
+use crate::{
+    quick, Channel, DeliveryError, Gateway, GatewayError, InboundMessage, OutboundMessage,
+};
 
 /// Longest message Discord accepts, in characters.
 const MAX_TEXT_CHARS: usize = 2000;
@@ -77,7 +79,9 @@ fn build_http(settings: &DiscordSettings) -> Http {
 }
 
 fn channel_id(raw: &str) -> Option<ChannelId> {
-    raw.parse::<NonZeroU64>().ok().map(|n| ChannelId::new(n.get()))
+    raw.parse::<NonZeroU64>()
+        .ok()
+        .map(|n| ChannelId::new(n.get()))
 }
 
 impl DiscordChannel {
@@ -130,8 +134,12 @@ impl DiscordChannel {
                 r = client.start() => r,
             };
             match ended {
-                Ok(()) => tracing::warn!(channel = %name, "Discord gateway connection ended; reconnecting"),
-                Err(e) => tracing::error!(channel = %name, error = %e, "Discord gateway failed; reconnecting"),
+                Ok(()) => {
+                    tracing::warn!(channel = %name, "Discord gateway connection ended; reconnecting")
+                }
+                Err(e) => {
+                    tracing::error!(channel = %name, error = %e, "Discord gateway failed; reconnecting")
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -172,7 +180,11 @@ impl DiscordChannel {
             return Ok(Some((msg.channel_id, "dm")));
         }
         if Some(msg.channel_id.get()) == self.settings.support_channel_id {
-            let who = msg.author.global_name.as_deref().unwrap_or(&msg.author.name);
+            let who = msg
+                .author
+                .global_name
+                .as_deref()
+                .unwrap_or(&msg.author.name);
             let title: String = format!("Support: {who}").chars().take(100).collect();
             let thread = msg
                 .channel_id
@@ -244,7 +256,12 @@ impl DiscordChannel {
             contact_external_id: place.to_string(),
             external_message_id: msg.id.to_string(),
             text,
-            contact_name: Some(msg.author.global_name.clone().unwrap_or(msg.author.name.clone())),
+            contact_name: Some(
+                msg.author
+                    .global_name
+                    .clone()
+                    .unwrap_or(msg.author.name.clone()),
+            ),
             contact_email: None,
             metadata,
         };
@@ -370,7 +387,11 @@ impl Channel for DiscordChannel {
             ))
         })?;
         let parts = quick::split_text(&message.text, MAX_TEXT_CHARS);
-        let done = self.sent_parts().get(&message.delivery_id).copied().unwrap_or(0);
+        let done = self
+            .sent_parts()
+            .get(&message.delivery_id)
+            .copied()
+            .unwrap_or(0);
         let last = parts.len() - 1;
         for (i, part) in parts.iter().enumerate().skip(done) {
             let mut builder = CreateMessage::new().content(part.clone());

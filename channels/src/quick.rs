@@ -82,7 +82,9 @@ mod tests {
     fn tokens_round_trip_and_foreign_data_is_refused() {
         assert_eq!(parse(&token(12, 2)), Some((12, 2)));
         assert!(token(9_999_999_999, 24).len() <= 64);
-        for bad in ["", "q:", "q:1", "q:x:1", "q:0:1", "q:-3:1", "hello", "q:1:-1"] {
+        for bad in [
+            "", "q:", "q:1", "q:x:1", "q:0:1", "q:-3:1", "hello", "q:1:-1",
+        ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
     }

@@ -143,7 +143,9 @@ pub async fn get_channel(
         .into_iter()
         .find(|(n, _)| *n == name)
         .map(|(_, k)| k)
-        .ok_or_else(|| ApiError::not_found("unknown_channel", format!("no channel named '{name}'")))?;
+        .ok_or_else(|| {
+            ApiError::not_found("unknown_channel", format!("no channel named '{name}'"))
+        })?;
     Ok(Json(view(&state.config, &name, kind)))
 }
 
@@ -183,7 +185,11 @@ pub async fn telegram_webhook(
         Err(WebhookError::NotWebhook) => Err(not_found()),
         Err(e @ WebhookError::BadSecret) => {
             tracing::warn!(channel = %name, "Telegram webhook request with a wrong secret token refused");
-            Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_secret_token", e.to_string()))
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_secret_token",
+                e.to_string(),
+            ))
         }
         Err(e @ WebhookError::Unavailable(_)) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

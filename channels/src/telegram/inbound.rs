@@ -103,7 +103,12 @@ fn attachments(m: &Message) -> Vec<Value> {
 }
 
 /// Translates a message (or, with `edited`, an edited message) of chat update.
-pub fn translate(channel: &str, m: &Message, edited: bool, allow_groups: bool) -> Result<Translated, Skip> {
+pub fn translate(
+    channel: &str,
+    m: &Message,
+    edited: bool,
+    allow_groups: bool,
+) -> Result<Translated, Skip> {
     let private = matches!(m.chat.kind, ChatKind::Private(_));
     if !private && !allow_groups {
         return Err(Skip::Group);
@@ -117,7 +122,11 @@ pub fn translate(channel: &str, m: &Message, edited: bool, allow_groups: bool) -
         (_, Some(c), _) if !c.trim().is_empty() => c.to_string(),
         (_, _, Some(first)) => format!("[{}]", first["type"].as_str().unwrap_or("file")),
         _ => {
-            let kind = if m.sticker().is_some() { "sticker" } else { "no text or file" };
+            let kind = if m.sticker().is_some() {
+                "sticker"
+            } else {
+                "no text or file"
+            };
             return Err(Skip::Unsupported(kind.to_string()));
         }
     };
@@ -214,7 +223,8 @@ mod tests {
         assert_eq!(t.message.contact_name.as_deref(), Some("Alice Liddell"));
         assert_eq!(t.message.metadata["command"], "start");
         assert_eq!(t.message.metadata["telegram"]["username"], "alice");
-        let plain = translate("tg", &message(json!({"text": "hi /start"})), false, false).expect("kept");
+        let plain =
+            translate("tg", &message(json!({"text": "hi /start"})), false, false).expect("kept");
         assert!(!plain.start);
     }
 
@@ -230,15 +240,24 @@ mod tests {
         let t = translate("tg", &m, false, false).expect("kept");
         assert_eq!(t.message.text, "my router");
         let a = &t.message.metadata["attachments"][0];
-        assert_eq!((a["type"].as_str(), a["file_id"].as_str()), (Some("photo"), Some("big")));
+        assert_eq!(
+            (a["type"].as_str(), a["file_id"].as_str()),
+            (Some("photo"), Some("big"))
+        );
         assert_eq!(a["caption"], "my router");
 
         let doc = message(json!({"document": {"file_id": "d1", "file_unique_id": "u1",
             "file_name": "invoice.pdf", "mime_type": "application/pdf"}}));
         let t = translate("tg", &doc, false, false).expect("kept");
         assert_eq!(t.message.text, "[document]");
-        assert_eq!(t.message.metadata["attachments"][0]["file_name"], "invoice.pdf");
-        assert_eq!(t.message.metadata["attachments"][0]["mime_type"], "application/pdf");
+        assert_eq!(
+            t.message.metadata["attachments"][0]["file_name"],
+            "invoice.pdf"
+        );
+        assert_eq!(
+            t.message.metadata["attachments"][0]["mime_type"],
+            "application/pdf"
+        );
     }
 
     #[test]
@@ -257,10 +276,23 @@ mod tests {
             "from": {"id": 5, "is_bot": false, "first_name": "Bob"},
         }))
         .expect("group message");
-        assert_eq!(translate("tg", &group, false, false).unwrap_err(), Skip::Group);
+        assert_eq!(
+            translate("tg", &group, false, false).unwrap_err(),
+            Skip::Group
+        );
         let t = translate("tg", &group, false, true).expect("allowed");
-        assert_eq!((t.message.contact_external_id.as_str(), t.message.contact_name.as_deref()), ("-100", Some("Team")));
-        let bot = message(json!({"text": "x", "from": {"id": 9, "is_bot": true, "first_name": "B"}}));
-        assert_eq!(translate("tg", &bot, false, false).unwrap_err(), Skip::FromBot);
+        assert_eq!(
+            (
+                t.message.contact_external_id.as_str(),
+                t.message.contact_name.as_deref()
+            ),
+            ("-100", Some("Team"))
+        );
+        let bot =
+            message(json!({"text": "x", "from": {"id": 9, "is_bot": true, "first_name": "B"}}));
+        assert_eq!(
+            translate("tg", &bot, false, false).unwrap_err(),
+            Skip::FromBot
+        );
     }
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::json;
-use teloxide::prelude::Requester;
 use teloxide::payloads::SendMessageSetters;
+use teloxide::prelude::Requester;
 use teloxide::types::{
     CallbackQuery, ChatAction, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, Update,
     UpdateKind,
@@ -64,10 +64,13 @@ impl std::fmt::Debug for TelegramSettings {
             .field("name", &self.name)
             .field("token", &"***")
             .field("api_url", &self.api_url)
-            .field("mode", &match &self.mode {
-                Mode::Polling => "polling".to_string(),
-                Mode::Webhook { url, .. } => format!("webhook {url}"),
-            })
+            .field(
+                "mode",
+                &match &self.mode {
+                    Mode::Polling => "polling".to_string(),
+                    Mode::Webhook { url, .. } => format!("webhook {url}"),
+                },
+            )
             .field("allow_groups", &self.allow_groups)
             .finish()
     }
@@ -265,7 +268,11 @@ impl TelegramChannel {
         self.ingest(gateway, t.message).await
     }
 
-    async fn ingest(&self, gateway: &dyn Gateway, message: InboundMessage) -> Result<(), TelegramError> {
+    async fn ingest(
+        &self,
+        gateway: &dyn Gateway,
+        message: InboundMessage,
+    ) -> Result<(), TelegramError> {
         match gateway.ingest(message).await {
             Ok(_) => Ok(()),
             Err(e @ GatewayError::Storage(_)) => Err(e.into()),
@@ -278,7 +285,11 @@ impl TelegramChannel {
 
     /// A pressed inline button: its payload becomes the customer's message, and the press is
     /// answered so the client stops showing a spinner.
-    async fn on_callback(&self, gateway: &dyn Gateway, q: CallbackQuery) -> Result<(), TelegramError> {
+    async fn on_callback(
+        &self,
+        gateway: &dyn Gateway,
+        q: CallbackQuery,
+    ) -> Result<(), TelegramError> {
         let name = &self.settings.name;
         let chat = q.message.as_ref().map(|m| m.chat().id.0);
         let data = q.data.clone().unwrap_or_default();
@@ -319,7 +330,10 @@ impl TelegramChannel {
     fn keyboard(message: &OutboundMessage) -> InlineKeyboardMarkup {
         InlineKeyboardMarkup::new(message.quick_replies.iter().enumerate().map(|(i, r)| {
             let title: String = r.title.chars().take(64).collect();
-            vec![InlineKeyboardButton::callback(title, quick::token(message.seq, i))]
+            vec![InlineKeyboardButton::callback(
+                title,
+                quick::token(message.seq, i),
+            )]
         }))
     }
 }
@@ -350,7 +364,9 @@ pub fn delivery_error(e: RequestError) -> DeliveryError {
                 DeliveryError::Retryable(format!("Telegram failed: {text}"))
             }
         }
-        RequestError::Api(e) => DeliveryError::Permanent(format!("Telegram refused the message: {e}")),
+        RequestError::Api(e) => {
+            DeliveryError::Permanent(format!("Telegram refused the message: {e}"))
+        }
     }
 }
 
@@ -372,7 +388,11 @@ impl Channel for TelegramChannel {
             ))
         })?;
         let parts = quick::split_text(&message.text, MAX_TEXT_CHARS);
-        let done = self.sent_parts().get(&message.delivery_id).copied().unwrap_or(0);
+        let done = self
+            .sent_parts()
+            .get(&message.delivery_id)
+            .copied()
+            .unwrap_or(0);
         let last = parts.len() - 1;
         for (i, part) in parts.iter().enumerate().skip(done) {
             let mut request = self.bot.send_message(ChatId(chat), part.clone());
@@ -396,7 +416,11 @@ impl Channel for TelegramChannel {
             return;
         };
         if typing {
-            if let Err(e) = self.bot.send_chat_action(ChatId(chat), ChatAction::Typing).await {
+            if let Err(e) = self
+                .bot
+                .send_chat_action(ChatId(chat), ChatAction::Typing)
+                .await
+            {
                 tracing::debug!(channel = %self.settings.name, error = %e, "sendChatAction failed");
             }
         }

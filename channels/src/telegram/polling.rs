@@ -45,7 +45,10 @@ struct Batch {
 fn salvage(channel: &str, raw: &str) -> Option<Batch> {
     let v: Value = serde_json::from_str(raw).ok()?;
     let items = v.get("result")?.as_array()?;
-    let mut batch = Batch { updates: Vec::new(), max_id: None };
+    let mut batch = Batch {
+        updates: Vec::new(),
+        max_id: None,
+    };
     for item in items {
         if let Some(id) = item.get("update_id").and_then(Value::as_i64) {
             batch.max_id = Some(batch.max_id.map_or(id, |m| m.max(id)));
@@ -90,7 +93,9 @@ pub async fn run(
     let name = ch.settings.name.clone();
     let key = offset_key(&name);
     let mut failures = 0u32;
-    let backoff = |failures: u32| Duration::from_millis(500 * 2u64.pow(failures.min(6))).min(Duration::from_secs(30));
+    let backoff = |failures: u32| {
+        Duration::from_millis(500 * 2u64.pow(failures.min(6))).min(Duration::from_secs(30))
+    };
     loop {
         match prepare(&ch).await {
             Ok(()) => break,
