@@ -196,11 +196,7 @@ async fn session(shared: Arc<Shared>, mut socket: WebSocket) {
                 let WsMessage::Text(text) = frame else { continue };
                 let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 match v["op"].as_i64() {
-                    Some(1) => {
-                        if socket.send(send(json!({"op": 11}))).await.is_err() {
-                            return;
-                        }
-                    }
+                    Some(1) if socket.send(send(json!({"op": 11}))).await.is_err() => return,
                     Some(2) => {
                         lock(&shared).identified += 1;
                         seq += 1;
