@@ -551,6 +551,25 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)]
+    fn a_bot_token_can_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("env.toml", "[discord.support]\nsupport_channel_id = 42\n")?;
+            jail.set_env("FRONTDESK_DISCORD__SUPPORT__TOKEN", "y".repeat(60));
+            jail.set_env(
+                "FRONTDESK_TELEGRAM__SALES__TOKEN",
+                "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+            );
+            let c = Config::load(Some(Path::new("env.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.discord["support"].token.expose(), "y".repeat(60));
+            assert_eq!(c.discord["support"].support_channel_id, Some(42));
+            assert_eq!(c.telegram["sales"].effective_mode(), TelegramMode::Polling);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
     fn messenger_sections_are_checked_and_their_tokens_never_printed() {
         const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
         figment::Jail::expect_with(|jail| {
