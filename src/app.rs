@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use frontdesk_channels::discord::{DiscordChannel, DiscordSettings};
+use frontdesk_channels::telegram::{self, TelegramChannel, TelegramSettings};
 use frontdesk_channels::webchat::{WebChat, WebChatSettings};
 use frontdesk_channels::webhook::{WebhookChannel, WebhookSettings};
-use frontdesk_channels::Channel;
+use frontdesk_channels::{Channel, ChannelState, Gateway};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, TelegramMode};
 use crate::embed::Embedder;
 use crate::http::{self, AppState};
 use crate::knowledge::KnowledgeBase;
@@ -100,6 +102,45 @@ impl App {
             channels.insert(name.clone(), channel.clone());
             webhooks.insert(name.clone(), channel);
         }
+        let mut telegrams = HashMap::new();
+        for (name, tg) in &config.telegram {
+            let mode = match tg.effective_mode() {
+                TelegramMode::Polling => telegram::Mode::Polling,
+                TelegramMode::Webhook => telegram::Mode::Webhook {
+                    // Both checked by Config::validate.
+                    url: tg.webhook_url.clone().unwrap_or_default(),
+                    secret_token: tg
+                        .secret_token
+                        .as_ref()
+                        .map(|s| s.expose().to_string())
+                        .unwrap_or_default(),
+                },
+            };
+            let bot = Arc::new(
+                TelegramChannel::new(TelegramSettings {
+                    name: name.clone(),
+                    token: tg.token.expose().to_string(),
+                    api_url: tg.api_url.clone(),
+                    mode,
+                    allow_groups: tg.allow_groups,
+                    poll_timeout: Duration::from_secs(tg.poll_timeout_secs),
+                })
+                .with_context(|| format!("cannot set up Telegram channel '{name}'"))?,
+            );
+            channels.insert(name.clone(), bot.clone());
+            telegrams.insert(name.clone(), bot);
+        }
+        let mut discords = HashMap::new();
+        for (name, dc) in &config.discord {
+            let bot = Arc::new(DiscordChannel::new(DiscordSettings {
+                name: name.clone(),
+                token: dc.token.expose().to_string(),
+                api_url: dc.api_url.clone(),
+                support_channel_id: dc.support_channel_id,
+            }));
+            channels.insert(name.clone(), bot.clone());
+            discords.insert(name.clone(), bot);
+        }
 
         let wakeup = Arc::new(Notify::new());
         let router = Router::new(
@@ -120,6 +161,8 @@ impl App {
             router,
             webchat,
             webhooks: Arc::new(webhooks),
+            telegram: Arc::new(telegrams),
+            discord: Arc::new(discords),
             knowledge,
             nlu,
             metrics,
@@ -141,6 +184,22 @@ impl App {
             backend = ?self.state.store.backend(),
             "gateway started"
         );
+        // The messenger bots start receiving once the router is ready for their messages.
+        let gateway: Arc<dyn Gateway> = self.state.router.clone();
+        let channel_state: Arc<dyn ChannelState> = Arc::new(self.state.store.clone());
+        let mut receivers = Vec::new();
+        for bot in self.state.telegram.values() {
+            receivers.push(tokio::spawn(bot.clone().run(
+                gateway.clone(),
+                channel_state.clone(),
+                shutdown.clone(),
+            )));
+        }
+        for bot in self.state.discord.values() {
+            receivers.push(tokio::spawn(
+                bot.clone().run(gateway.clone(), shutdown.clone()),
+            ));
+        }
         let store = self.state.store.clone();
         let routes = http::routes(self.state);
         let stop = shutdown.clone();
@@ -149,6 +208,9 @@ impl App {
             .await
             .context("HTTP server failed")?;
         shutdown.cancel();
+        for receiver in receivers {
+            let _ = receiver.await;
+        }
         let _ = outbox_task.await;
         store.close().await;
         Ok(())

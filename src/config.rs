@@ -36,6 +36,10 @@ pub struct Config {
     pub handoff: crate::handoff::HandoffConfig,
     /// Webhook channels by name: `[channels.crm]`.
     pub channels: BTreeMap<String, WebhookChannelConfig>,
+    /// Telegram bots by channel name: `[telegram.support-bot]`.
+    pub telegram: BTreeMap<String, TelegramConfig>,
+    /// Discord bots by channel name: `[discord.support]`.
+    pub discord: BTreeMap<String, DiscordConfig>,
 }
 
 impl Default for Config {
@@ -59,6 +63,8 @@ impl Default for Config {
             nlu: Default::default(),
             handoff: Default::default(),
             channels: BTreeMap::new(),
+            telegram: BTreeMap::new(),
+            discord: BTreeMap::new(),
         }
     }
 }
@@ -190,6 +196,92 @@ pub struct WebhookChannelConfig {
     pub timeout_ms: u64,
 }
 
+/// A token or secret: shown as `***` by `Debug`, so a logged config never leaks it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How a Telegram bot receives updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TelegramMode {
+    Polling,
+    Webhook,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// The bot token from @BotFather (`123456789:AA...`).
+    pub token: Secret,
+    /// `polling` or `webhook`; unset: `webhook` when `webhook_url` is set, else `polling`.
+    #[serde(default)]
+    pub mode: Option<TelegramMode>,
+    /// Public HTTPS URL Telegram POSTs updates to: this gateway's
+    /// `/api/v1/telegram/<name>/webhook` as seen from the Internet.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Sent by Telegram in `X-Telegram-Bot-Api-Secret-Token` (webhook mode; 16-256 characters
+    /// of A-Z, a-z, 0-9, `_` and `-`).
+    #[serde(default)]
+    pub secret_token: Option<Secret>,
+    /// Answer in group chats too (each group is one conversation).
+    #[serde(default)]
+    pub allow_groups: bool,
+    /// Bot API server; unset: `https://api.telegram.org` (tests point it at a fake).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// How long one `getUpdates` long poll waits for updates.
+    #[serde(default = "default_poll_timeout")]
+    pub poll_timeout_secs: u64,
+}
+
+impl TelegramConfig {
+    pub fn effective_mode(&self) -> TelegramMode {
+        self.mode.unwrap_or(if self.webhook_url.is_some() {
+            TelegramMode::Webhook
+        } else {
+            TelegramMode::Polling
+        })
+    }
+}
+
+fn default_poll_timeout() -> u64 {
+    25
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    /// The bot token from the Discord developer portal (Bot > Token).
+    pub token: Secret,
+    /// A guild text channel where each new message opens a support thread; unset: DMs only.
+    #[serde(default)]
+    pub support_channel_id: Option<u64>,
+    /// REST base instead of `https://discord.com` (tests point it at a fake; turns serenity's
+    /// rate limiter off, which cannot follow it).
+    #[serde(default)]
+    pub api_url: Option<String>,
+}
+
 fn default_max_skew() -> i64 {
     300
 }
@@ -199,7 +291,7 @@ fn default_timeout() -> u64 {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 15] = [
+const TOP_LEVEL_KEYS: [&str; 17] = [
     "listen",
     "data_dir",
     "languages",
@@ -215,6 +307,8 @@ const TOP_LEVEL_KEYS: [&str; 15] = [
     "nlu",
     "handoff",
     "channels",
+    "telegram",
+    "discord",
 ];
 
 /// Values given on the command line; they win over file and environment.
@@ -260,16 +354,50 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        for (name, ch) in &self.channels {
+        let mut seen = std::collections::BTreeMap::new();
+        let names = self
+            .channels
+            .keys()
+            .map(|n| (n, "channels"))
+            .chain(self.telegram.keys().map(|n| (n, "telegram")))
+            .chain(self.discord.keys().map(|n| (n, "discord")));
+        for (name, section) in names {
             anyhow::ensure!(
-                name.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-                "channel name '{name}' may only hold letters, digits, '-' and '_'"
+                !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "channel name '{name}' may only hold letters, digits, '-' and '_' (at most 64)"
             );
             anyhow::ensure!(
                 name != &self.webchat_name(),
                 "channel name '{name}' is taken by the web chat"
             );
+            if let Some(other) = seen.insert(name.clone(), section) {
+                anyhow::bail!(
+                    "channel name '{name}' is used by both [{other}.{name}] and [{section}.{name}]"
+                );
+            }
+        }
+        for (name, tg) in &self.telegram {
+            validate_telegram(name, tg)?;
+        }
+        for (name, dc) in &self.discord {
+            let token = dc.token.expose();
+            anyhow::ensure!(
+                token.len() >= 50 && !token.chars().any(char::is_whitespace),
+                "discord.{name}.token does not look like a Discord bot token (at least 50 characters, no spaces)"
+            );
+            anyhow::ensure!(
+                dc.support_channel_id != Some(0),
+                "discord.{name}.support_channel_id must be a channel id, not 0"
+            );
+            if let Some(url) = &dc.api_url {
+                check_url(&format!("discord.{name}.api_url"), url)?;
+            }
+        }
+        for (name, ch) in &self.channels {
             anyhow::ensure!(
                 ch.secret.len() >= 16,
                 "channels.{name}.secret must be at least 16 characters"
@@ -284,6 +412,19 @@ impl Config {
             "webchat.max_text_bytes must be >= 1"
         );
         Ok(())
+    }
+
+    /// Every configured channel name with its platform, sorted by name.
+    pub fn channel_kinds(&self) -> Vec<(String, &'static str)> {
+        let mut out: Vec<(String, &'static str)> = Vec::new();
+        if self.webchat.enabled {
+            out.push((self.webchat_name(), "webchat"));
+        }
+        out.extend(self.channels.keys().map(|n| (n.clone(), "webhook")));
+        out.extend(self.telegram.keys().map(|n| (n.clone(), "telegram")));
+        out.extend(self.discord.keys().map(|n| (n.clone(), "discord")));
+        out.sort();
+        out
     }
 
     /// The channel name under which web chat conversations are stored.
@@ -301,6 +442,60 @@ impl Config {
             ),
         }
     }
+}
+
+fn check_url(field: &str, url: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (url.starts_with("https://") || url.starts_with("http://")) && url.len() > 8,
+        "{field} must be an http(s) URL"
+    );
+    Ok(())
+}
+
+fn validate_telegram(name: &str, tg: &TelegramConfig) -> anyhow::Result<()> {
+    // `<bot id>:<secret>`, the secret being 35 characters today.
+    let token = tg.token.expose();
+    let well_formed = token.split_once(':').is_some_and(|(id, secret)| {
+        !id.is_empty()
+            && id.chars().all(|c| c.is_ascii_digit())
+            && secret.len() >= 30
+            && secret
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    });
+    anyhow::ensure!(
+        well_formed,
+        "telegram.{name}.token does not look like a bot token from @BotFather (<digits>:<at least 30 characters>)"
+    );
+    if let Some(url) = &tg.api_url {
+        check_url(&format!("telegram.{name}.api_url"), url)?;
+    }
+    anyhow::ensure!(
+        (1..=50).contains(&tg.poll_timeout_secs),
+        "telegram.{name}.poll_timeout_secs must be between 1 and 50"
+    );
+    if tg.effective_mode() == TelegramMode::Webhook {
+        let Some(url) = &tg.webhook_url else {
+            anyhow::bail!(
+                "telegram.{name}.mode is webhook but telegram.{name}.webhook_url is not set"
+            );
+        };
+        check_url(&format!("telegram.{name}.webhook_url"), url)?;
+        let Some(secret) = &tg.secret_token else {
+            anyhow::bail!(
+                "telegram.{name}.secret_token is required in webhook mode (16-256 characters)"
+            );
+        };
+        let secret = secret.expose();
+        anyhow::ensure!(
+            (16..=256).contains(&secret.len())
+                && secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+            "telegram.{name}.secret_token must be 16-256 characters of A-Z, a-z, 0-9, '_' and '-'"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -358,6 +553,66 @@ mod tests {
             jail.create_file("b.toml", "[channels.crm]\nsecret = \"short\"")?;
             let err = Config::load(Some(Path::new("b.toml")), Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("at least 16"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn a_bot_token_can_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("env.toml", "[discord.support]\nsupport_channel_id = 42\n")?;
+            jail.set_env("FRONTDESK_DISCORD__SUPPORT__TOKEN", "y".repeat(60));
+            jail.set_env(
+                "FRONTDESK_TELEGRAM__SALES__TOKEN",
+                "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+            );
+            let c = Config::load(Some(Path::new("env.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.discord["support"].token.expose(), "y".repeat(60));
+            assert_eq!(c.discord["support"].support_channel_id, Some(42));
+            assert_eq!(c.telegram["sales"].effective_mode(), TelegramMode::Polling);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn messenger_sections_are_checked_and_their_tokens_never_printed() {
+        const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "ok.toml",
+                &format!(
+                    "[telegram.tg]\ntoken = \"{TOKEN}\"\n\n[telegram.hooked]\ntoken = \"{TOKEN}\"\n\
+                     webhook_url = \"https://support.example.com/api/v1/telegram/hooked/webhook\"\n\
+                     secret_token = \"s3cr3t-token-0123456789\"\n\n[discord.dc]\ntoken = \"{}\"\n\
+                     support_channel_id = 1234\n",
+                    "x".repeat(70)
+                ),
+            )?;
+            let c = Config::load(Some(Path::new("ok.toml")), Overrides::default())
+                .map_err(|e| e.to_string())?;
+            assert_eq!(c.telegram["tg"].effective_mode(), TelegramMode::Polling);
+            assert_eq!(c.telegram["hooked"].effective_mode(), TelegramMode::Webhook);
+            assert_eq!(c.discord["dc"].support_channel_id, Some(1234));
+            let shown = format!("{c:?}");
+            assert!(
+                !shown.contains(TOKEN) && !shown.contains("s3cr3t") && !shown.contains("xxxxx"),
+                "{shown}"
+            );
+
+            for (file, bad, expect) in [
+                ("t1.toml", "[telegram.tg]\ntoken = \"nonsense\"\n", "does not look like a bot token"),
+                ("t2.toml", &format!("[telegram.tg]\ntoken = \"{TOKEN}\"\nmode = \"webhook\"\n"), "webhook_url is not set"),
+                ("t3.toml", &format!("[telegram.tg]\ntoken = \"{TOKEN}\"\nwebhook_url = \"https://x.example/h\"\nsecret_token = \"short\"\n"), "secret_token must be"),
+                ("t4.toml", "[discord.dc]\ntoken = \"abc\"\n", "does not look like a Discord bot token"),
+                ("t5.toml", &format!("[telegram.crm]\ntoken = \"{TOKEN}\"\n[channels.crm]\nsecret = \"0123456789abcdef\"\n"), "used by both"),
+            ] {
+                jail.create_file(file, bad)?;
+                let err = Config::load(Some(Path::new(file)), Overrides::default()).unwrap_err();
+                assert!(err.to_string().contains(expect), "{file}: {err}");
+            }
             Ok(())
         });
     }

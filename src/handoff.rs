@@ -73,7 +73,7 @@ pub struct Signals<'a> {
     pub emotions: &'a BTreeMap<String, f32>,
     /// The model's tuned thresholds per emotion.
     pub tuned: &'a BTreeMap<String, f32>,
-    /// The bot has a confident answer for this message (a knowledge article or small talk).
+    /// The bot has something for this message: an article, suggestions or small talk.
     pub answered: bool,
     /// Messages in a row the bot could not answer, this one included.
     pub unanswered: i64,

@@ -148,8 +148,16 @@ impl Outbox {
                 metrics::counter!(m::MESSAGES_OUT, "channel" => channel).increment(1);
                 self.store.mark_delivered(&delivery.id).await
             }
-            Err(DeliveryError::Retryable(err)) if attempt < self.config.max_attempts => {
-                let delay = backoff_ms(&self.config, attempt, &mut rand::rng());
+            Err(e @ (DeliveryError::Retryable(_) | DeliveryError::RateLimited { .. }))
+                if attempt < self.config.max_attempts =>
+            {
+                let mut delay = backoff_ms(&self.config, attempt, &mut rand::rng());
+                // The platform said when it accepts messages again: never earlier than that. The
+                // conversation's later messages wait too (only the oldest pending one is due).
+                if let DeliveryError::RateLimited { retry_after, .. } = &e {
+                    delay = delay.max(i64::try_from(retry_after.as_millis()).unwrap_or(i64::MAX));
+                }
+                let err = e.to_string();
                 metrics::counter!(m::DELIVERY_FAILURES, "channel" => channel, "outcome" => "retry")
                     .increment(1);
                 tracing::warn!(delivery = %delivery.id, attempt, retry_in_ms = delay, error = %err, "delivery failed; will retry");

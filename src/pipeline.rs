@@ -274,12 +274,19 @@ impl Stage for PolicyStage {
                 ),
             },
         };
-        // A hello, thanks or goodbye the knowledge base has no article for is small talk.
+        // A hello, thanks or goodbye the knowledge base has no article for is small talk; so is
+        // a messenger's start command (Telegram's /start).
+        let start_command = turn.message.metadata["command"] == "start";
         let small_talk = turn
             .understood
             .as_ref()
             .filter(|u| !u.intent.out_of_scope && u.intent.confidence >= SMALL_TALK_CONFIDENCE)
             .and_then(|u| small_talk_phrase(&u.intent.name).map(|p| (p, u.intent.confidence)));
+        let small_talk = if start_command {
+            Some((Phrase::HowCanIHelp, 1.0))
+        } else {
+            small_talk
+        };
         let (decision, action, reason) = match (small_talk, &decision) {
             (Some((phrase, confidence)), d) if !matches!(d, Decision::Answer { .. }) => (
                 Decision::SmallTalk { greet, phrase },
@@ -336,9 +343,12 @@ impl Stage for HandoffStage {
                 .understood
                 .as_ref()
                 .map_or(&none, |u| &u.emotion_thresholds),
+            // Articles offered as "Did you mean" count: the customer has something to try.
             answered: matches!(
                 turn.decision,
-                Some(Decision::Answer { .. } | Decision::SmallTalk { .. })
+                Some(
+                    Decision::Answer { .. } | Decision::Suggest { .. } | Decision::SmallTalk { .. }
+                )
             ),
             unanswered,
         });
@@ -669,6 +679,24 @@ mod tests {
             !later.replies[0].text.contains("您好"),
             "no second greeting"
         );
+    }
+
+    #[tokio::test]
+    async fn a_start_command_is_answered_with_a_greeting_only() {
+        let mut start = message("/start", 1);
+        start.metadata = json!({ "command": "start" });
+        let mut conv = conversation("bot", 0);
+        conv.language = Some("vi".into());
+        let out = pipeline().run(&conv, &start).await;
+        assert_eq!(
+            out.replies[0].text,
+            format!(
+                "{} {}",
+                i18n::phrase(Phrase::Greeting, "vi"),
+                i18n::phrase(Phrase::HowCanIHelp, "vi")
+            )
+        );
+        assert_eq!(out.message_annotations["decision"]["action"], "small_talk");
     }
 
     #[tokio::test]

@@ -321,6 +321,31 @@ impl Store {
         row.try_get("value").map_err(db("reading a setting"))
     }
 
+    /// A setting's value, if set.
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.write)
+            .await
+            .map_err(db("reading a setting"))?;
+        row.map(|r| r.try_get("value").map_err(db("reading a setting")))
+            .transpose()
+    }
+
+    /// Sets a setting, replacing its value.
+    pub async fn put_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.write)
+        .await
+        .map_err(db("writing a setting"))?;
+        Ok(())
+    }
+
     /// The contact's conversation on a channel, created with the contact if missing.
     async fn ensure_conversation(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -1038,5 +1063,24 @@ impl Store {
             pending: row.try_get("pending").map_err(db("counting the outbox"))?,
             dead: row.try_get("dead").map_err(db("counting the outbox"))?,
         })
+    }
+}
+
+/// Channels keep their small durable values (Telegram's polling offset) in the settings table.
+#[async_trait::async_trait]
+impl frontdesk_channels::ChannelState for Store {
+    async fn load(
+        &self,
+        key: &str,
+    ) -> std::result::Result<Option<String>, frontdesk_channels::GatewayError> {
+        Ok(self.setting(key).await?)
+    }
+
+    async fn save(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> std::result::Result<(), frontdesk_channels::GatewayError> {
+        Ok(self.put_setting(key, value).await?)
     }
 }

@@ -1,12 +1,15 @@
 //! Channel adapters for Frontdesk.
 //!
-//! Every platform a customer writes from (the website widget, a webhook-speaking system, later
-//! Telegram and Discord) gets one module here. An adapter only translates: platform events become
+//! Every platform a customer writes from (the website widget, a webhook-speaking system, Telegram,
+//! Discord) gets one module here. An adapter only translates: platform events become
 //! an [`InboundMessage`] handed to the [`Gateway`] (the conversation router), and the router's
 //! [`OutboundMessage`]s become platform calls in [`Channel::deliver`]. No routing, storage or
 //! answering logic lives in this crate, so every channel behaves the same way downstream.
 
+pub mod discord;
+pub mod quick;
 pub mod signature;
+pub mod telegram;
 pub mod webchat;
 pub mod webhook;
 
@@ -129,6 +132,12 @@ pub enum DeliveryError {
     /// The receiver refused the message for good (e.g. 4xx): retrying will not help.
     #[error("{0}")]
     Permanent(String),
+    /// The platform asked us to slow down (HTTP 429): try again, but not before `retry_after`.
+    #[error("{message} (retry after {retry_after:?})")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
 }
 
 /// Failures of the router as a channel sees them.
@@ -175,6 +184,14 @@ pub trait Gateway: Send + Sync + 'static {
 
     /// The customer started or stopped typing (shown to the agent who owns the conversation).
     fn customer_typing(&self, conversation_id: &str, typing: bool);
+}
+
+/// Small values a channel keeps across restarts (Telegram's long-polling offset), stored by the
+/// gateway in its database.
+#[async_trait]
+pub trait ChannelState: Send + Sync + 'static {
+    async fn load(&self, key: &str) -> Result<Option<String>, GatewayError>;
+    async fn save(&self, key: &str, value: &str) -> Result<(), GatewayError>;
 }
 
 /// One configured channel instance, as the router's outbox sees it.

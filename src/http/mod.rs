@@ -2,6 +2,7 @@
 //! one [`AppState`]. Routes are listed in [`routes`]; the OpenAPI document is generated from the
 //! handlers' annotations.
 
+mod channels;
 mod conversations;
 mod error;
 mod handlers;
@@ -15,6 +16,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{header, Method, StatusCode};
 use axum::routing::{get, post};
 use axum::Extension;
+use frontdesk_channels::discord::DiscordChannel;
+use frontdesk_channels::telegram::TelegramChannel;
 use frontdesk_channels::webchat::WebChat;
 use frontdesk_channels::webhook::WebhookChannel;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -36,6 +39,8 @@ pub struct AppState {
     pub router: Arc<Router>,
     pub webchat: Option<Arc<WebChat>>,
     pub webhooks: Arc<HashMap<String, Arc<WebhookChannel>>>,
+    pub telegram: Arc<HashMap<String, Arc<TelegramChannel>>>,
+    pub discord: Arc<HashMap<String, Arc<DiscordChannel>>>,
     pub knowledge: Option<Arc<crate::knowledge::KnowledgeBase>>,
     pub nlu: Option<crate::nlu::Nlu>,
     pub metrics: PrometheusHandle,
@@ -50,6 +55,9 @@ pub struct AppState {
         handlers::webhook_message,
         handlers::list_deliveries,
         handlers::retry_delivery,
+        channels::list_channels,
+        channels::get_channel,
+        channels::telegram_webhook,
         handlers::healthz,
         handlers::readyz,
         kb::search,
@@ -67,6 +75,8 @@ pub struct AppState {
         handlers::SessionRequest,
         handlers::DeliveryList,
         handlers::WebhookAccepted,
+        channels::ChannelView,
+        channels::ChannelList,
         crate::store::Delivery,
         frontdesk_channels::webchat::WidgetSession,
         frontdesk_channels::webhook::WebhookInbound,
@@ -138,9 +148,15 @@ pub fn routes(state: AppState) -> axum::Router {
             "/api/v1/kb/articles/{id}",
             get(kb::get).put(kb::put).delete(kb::delete),
         )
+        .route("/api/v1/channels", get(channels::list_channels))
+        .route("/api/v1/channels/{name}", get(channels::get_channel))
         .route(
             "/api/v1/channels/{name}/messages",
             post(handlers::webhook_message),
+        )
+        .route(
+            "/api/v1/telegram/{name}/webhook",
+            post(channels::telegram_webhook),
         )
         .route("/api/v1/deliveries", get(handlers::list_deliveries))
         .route(
