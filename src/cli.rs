@@ -256,14 +256,7 @@ pub async fn nlu(cmd: NluCommand, config: &Config) -> anyhow::Result<()> {
             let intents = data::read_intents(&data_path)?;
             let validation = val.as_deref().map(data::read_intents).transpose()?;
             let affect = emotions.as_deref().map(data::read_affect_csv).transpose()?;
-            let teams = if data_path.is_dir() {
-                data::read_intent_dir(&data_path)?
-                    .into_iter()
-                    .filter_map(|f| f.team.map(|t| (f.name, t)))
-                    .collect()
-            } else {
-                Default::default()
-            };
+            let teams = data::read_teams(&data_path)?;
             let model = train::train(
                 &embedding.embedder,
                 train::TrainInput {

@@ -121,6 +121,17 @@ pub fn read_intent_dir(dir: &Path) -> Result<Vec<IntentFile>, DataError> {
     Ok(files)
 }
 
+/// The agent team of each intent: from a folder's intent files; none for a CSV file.
+pub fn read_teams(path: &Path) -> Result<BTreeMap<String, String>, DataError> {
+    if !path.is_dir() {
+        return Ok(BTreeMap::new());
+    }
+    Ok(read_intent_dir(path)?
+        .into_iter()
+        .filter_map(|f| f.team.map(|t| (f.name, t)))
+        .collect())
+}
+
 /// A CSV file with a header naming `text` and `label` (or `category`), optionally `lang`.
 pub fn read_intent_csv(path: &Path) -> Result<Vec<Example>, DataError> {
     let mut reader = csv::Reader::from_path(path).map_err(|e| read_error(path, e))?;

@@ -171,14 +171,7 @@ struct Sources {
 
 fn read_sources(config: &NluConfig, embedding: &str) -> anyhow::Result<Sources> {
     let intents = data::read_intents(&config.intents)?;
-    let teams: BTreeMap<String, String> = if config.intents.is_dir() {
-        data::read_intent_dir(&config.intents)?
-            .into_iter()
-            .filter_map(|f| f.team.map(|t| (f.name, t)))
-            .collect()
-    } else {
-        BTreeMap::new()
-    };
+    let teams = data::read_teams(&config.intents)?;
     let affect = match &config.emotions {
         Some(p) => Some(data::read_affect_csv(p)?),
         None => None,
