@@ -158,32 +158,26 @@ impl Stage for UnderstandingStage {
             }
         }
         if let Some(nlu) = &self.nlu {
-            let parse = nlu.parse(&turn.message.text).await?;
-            let intent = IntentPrediction {
-                name: parse.intent.name.clone(),
-                confidence: parse.intent.confidence,
-                score: parse.intent_score,
-                out_of_scope: parse.out_of_scope,
-                ranking: parse.ranking.clone(),
-            };
-            let ranking: Vec<_> = parse.ranking.iter().take(3).collect();
+            let u = nlu.understand(&turn.message.text).await?;
+            let intent = u.intent;
+            let ranking: Vec<_> = intent.ranking.iter().take(3).collect();
             turn.annotations.insert(
                 "intent".into(),
                 json!({ "name": intent.name, "confidence": intent.confidence,
                         "out_of_scope": intent.out_of_scope, "score": intent.score,
-                        "team": parse.team, "ranking": ranking }),
+                        "team": nlu.team(&intent.name), "ranking": ranking }),
             );
-            if let Some(s) = &parse.sentiment {
+            if let Some(s) = &u.sentiment {
                 turn.annotations.insert("sentiment".into(), json!(s));
             }
-            if let Some(e) = &parse.emotion {
+            if let Some(e) = &u.emotion {
                 turn.annotations.insert("emotion".into(), json!(e));
             }
             turn.understood = Some(Understood {
                 intent,
-                sentiment: parse.sentiment,
-                emotion: parse.emotion,
-                emotions: parse.emotions,
+                sentiment: u.sentiment,
+                emotion: u.emotion,
+                emotions: u.emotions,
                 emotion_thresholds: nlu.model().emotion_thresholds.clone(),
             });
         }

@@ -126,42 +126,56 @@ impl Nlu {
         &self.model
     }
 
-    pub fn language(&self) -> &LanguageDetector {
-        &self.language
-    }
-
-    /// Intent, sentiment and emotion of an embedded message (microseconds).
-    pub fn analyse(&self, v: &[f32]) -> (IntentPrediction, Option<LabelScore>, Option<LabelScore>) {
-        (
-            self.model.intents.predict(v),
-            self.model.sentiment.as_ref().map(|h| best(h, v)),
-            self.model.emotion.as_ref().map(|h| best(h, v)),
-        )
-    }
-
-    pub async fn parse(&self, text: &str) -> Result<Parse, crate::embed::EmbedError> {
+    /// Intent, sentiment and emotion of a message, without its language (the pipeline detects
+    /// that itself, against the conversation's language).
+    pub async fn understand(&self, text: &str) -> Result<Understanding, crate::embed::EmbedError> {
         let v = self.embedder.embed(Kind::Query, text).await?;
-        let (intent, sentiment, emotion) = self.analyse(&v);
-        let emotions = match &self.model.emotion {
-            Some(h) => h.labels.iter().cloned().zip(h.probabilities(&v)).collect(),
-            None => BTreeMap::new(),
-        };
-        Ok(Parse {
-            language: self.language.detect(text).map(|d| d.code.to_string()),
-            team: self.model.teams.get(&intent.name).cloned(),
-            intent: RankedIntent {
-                name: intent.name,
-                confidence: intent.confidence,
+        let m = &self.model;
+        Ok(Understanding {
+            intent: m.intents.predict(&v),
+            sentiment: m.sentiment.as_ref().map(|h| best(h, &v)),
+            emotion: m.emotion.as_ref().map(|h| best(h, &v)),
+            emotions: match &m.emotion {
+                Some(h) => h.labels.iter().cloned().zip(h.probabilities(&v)).collect(),
+                None => BTreeMap::new(),
             },
-            ranking: intent.ranking,
-            out_of_scope: intent.out_of_scope,
-            intent_score: intent.score,
-            intent_threshold: self.model.intents.threshold,
-            sentiment,
-            emotion,
-            emotions,
         })
     }
+
+    /// Everything understood about a message, language included (the parse endpoint's answer).
+    pub async fn parse(&self, text: &str) -> Result<Parse, crate::embed::EmbedError> {
+        let u = self.understand(text).await?;
+        Ok(Parse {
+            language: self.language.detect(text).map(|d| d.code.to_string()),
+            team: self.team(&u.intent.name).map(str::to_string),
+            intent: RankedIntent {
+                name: u.intent.name,
+                confidence: u.intent.confidence,
+            },
+            ranking: u.intent.ranking,
+            out_of_scope: u.intent.out_of_scope,
+            intent_score: u.intent.score,
+            intent_threshold: self.model.intents.threshold,
+            sentiment: u.sentiment,
+            emotion: u.emotion,
+            emotions: u.emotions,
+        })
+    }
+
+    /// The agent team of an intent, when the intent files name one.
+    pub fn team(&self, intent: &str) -> Option<&str> {
+        self.model.teams.get(intent).map(String::as_str)
+    }
+}
+
+/// The heads' answers for one message.
+#[derive(Debug, Clone)]
+pub struct Understanding {
+    pub intent: IntentPrediction,
+    pub sentiment: Option<LabelScore>,
+    pub emotion: Option<LabelScore>,
+    /// Every emotion's probability.
+    pub emotions: BTreeMap<String, f32>,
 }
 
 /// Reads the training files named by the configuration and hashes them with the settings.
