@@ -16,12 +16,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, TelegramMode};
+use crate::desk::{read_canned, Desk};
 use crate::embed::Embedder;
 use crate::http::{self, AppState};
 use crate::knowledge::KnowledgeBase;
+use crate::live::Live;
 use crate::nlu::Nlu;
 use crate::outbox::Outbox;
 use crate::pipeline::Pipeline;
+use crate::queue::Queue;
 use crate::router::Router;
 use crate::store::Store;
 
@@ -29,6 +32,9 @@ use crate::store::Store;
 pub struct App {
     pub state: AppState,
     pub outbox: Arc<Outbox>,
+    pub queue: Arc<Queue>,
+    /// Turns conversation changes into console frames (runs while serving).
+    live_task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
 impl App {
@@ -143,6 +149,12 @@ impl App {
         }
 
         let wakeup = Arc::new(Notify::new());
+        let queue_wakeup = Arc::new(Notify::new());
+        let kinds = channels
+            .iter()
+            .map(|(name, ch)| (name.clone(), ch.kind()))
+            .collect();
+        let (live, live_task) = Live::new(store.clone(), kinds);
         let router = Router::new(
             store.clone(),
             channels.clone(),
@@ -153,8 +165,25 @@ impl App {
                 config.handoff.clone(),
             )?,
             wakeup.clone(),
+            queue_wakeup.clone(),
+            live.clone(),
         );
+        let teams = match &nlu {
+            Some(n) => n.teams(),
+            None => Vec::new(),
+        };
+        let desk = Arc::new(Desk {
+            store: store.clone(),
+            router: router.clone(),
+            live: live.clone(),
+            queue_wakeup,
+            knowledge: knowledge.clone(),
+            canned: read_canned(&config.console.canned)?,
+            teams,
+        });
+        let queue = Queue::new(desk.clone(), config.handoff.hours.clone());
         let outbox = Outbox::new(store.clone(), channels, config.outbox.clone(), wakeup);
+        let state_logins_per_minute = config.console.logins_per_minute;
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -166,8 +195,18 @@ impl App {
             knowledge,
             nlu,
             metrics,
+            desk,
+            live,
+            logins: Arc::new(crate::http::auth::LoginLimiter::new(
+                state_logins_per_minute,
+            )),
         };
-        Ok(App { state, outbox })
+        Ok(App {
+            state,
+            outbox,
+            queue,
+            live_task: Box::pin(live_task),
+        })
     }
 
     /// Serves on `listener` until `shutdown` is cancelled.
@@ -177,6 +216,8 @@ impl App {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let outbox_task = tokio::spawn(self.outbox.clone().run(shutdown.clone()));
+        let live_task = tokio::spawn(self.live_task);
+        let queue_task = tokio::spawn(self.queue.clone().run(shutdown.clone()));
         let recovered = self.state.router.recover().await?;
         tracing::info!(
             channels = ?self.state.router.channel_names(),
@@ -212,6 +253,8 @@ impl App {
             let _ = receiver.await;
         }
         let _ = outbox_task.await;
+        let _ = queue_task.await;
+        live_task.abort();
         store.close().await;
         Ok(())
     }

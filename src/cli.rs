@@ -369,3 +369,107 @@ pub async fn nlu(cmd: NluCommand, config: &Config) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Subcommand)]
+pub enum AgentCommand {
+    /// Add a human agent who can log into the console at /console.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// Languages (the configured codes: en, ru, ...) and teams (billing, support, ...) the
+        /// agent handles, comma-separated; none = every language and team.
+        #[arg(long, value_delimiter = ',')]
+        skills: Vec<String>,
+        /// Conversations the agent handles at once.
+        #[arg(long, default_value_t = 3)]
+        capacity: i64,
+        /// An admin sees and may do everything.
+        #[arg(long)]
+        admin: bool,
+        /// The password (or FRONTDESK_AGENT_PASSWORD); none = a random one, printed once.
+        #[arg(long, env = "FRONTDESK_AGENT_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// List the agents.
+    List,
+}
+
+pub async fn agent(cmd: AgentCommand, config: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let url = config.database_url();
+    let store = Store::open(&url, 2)
+        .await
+        .with_context(|| format!("cannot open the database {}", crate::app::redact(&url)))?;
+    match cmd {
+        AgentCommand::Add {
+            email,
+            name,
+            skills,
+            capacity,
+            admin,
+            password,
+        } => {
+            let (languages, teams) = crate::agents::split_skills(&skills, &config.languages);
+            let generated = password.is_none();
+            let password = password.unwrap_or_else(|| {
+                use rand::distr::{Alphanumeric, SampleString};
+                Alphanumeric.sample_string(&mut rand::rng(), 16)
+            });
+            let agent = store
+                .create_agent(&crate::agents::NewAgent {
+                    email,
+                    name,
+                    password: password.clone(),
+                    role: if admin {
+                        crate::agents::Role::Admin
+                    } else {
+                        crate::agents::Role::Agent
+                    },
+                    languages,
+                    teams,
+                    capacity,
+                })
+                .await?;
+            println!(
+                "added {} {} <{}>: languages [{}], teams [{}], capacity {}",
+                agent.role.as_str(),
+                agent.name,
+                agent.email,
+                if agent.languages.is_empty() {
+                    "any".into()
+                } else {
+                    agent.languages.join(", ")
+                },
+                if agent.teams.is_empty() {
+                    "any".into()
+                } else {
+                    agent.teams.join(", ")
+                },
+                agent.capacity
+            );
+            if generated {
+                println!("password: {password}");
+            }
+            println!("log in at http://{}/console", config.listen);
+        }
+        AgentCommand::List => {
+            for a in store.agents().await? {
+                println!(
+                    "{:<28} {:<16} {:<6} {:<8} load {}/{}  languages [{}] teams [{}]",
+                    a.email,
+                    a.name,
+                    a.role.as_str(),
+                    a.status,
+                    a.load,
+                    a.capacity,
+                    a.languages.join(","),
+                    a.teams.join(",")
+                );
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}

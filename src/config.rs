@@ -23,6 +23,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub http: HttpConfig,
     pub admin: AdminConfig,
+    pub console: ConsoleConfig,
     pub webchat: WebChatConfig,
     pub outbox: OutboxConfig,
     pub log: LogConfig,
@@ -54,6 +55,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             http: HttpConfig::default(),
             admin: AdminConfig::default(),
+            console: ConsoleConfig::default(),
             webchat: WebChatConfig::default(),
             outbox: OutboxConfig::default(),
             log: LogConfig::default(),
@@ -107,6 +109,31 @@ impl Default for HttpConfig {
 pub struct AdminConfig {
     /// Bearer token for the admin API (`/api/v1/deliveries`). Unset: the admin API is closed.
     pub token: Option<String>,
+}
+
+/// `[console]`: the agent console and agents' login sessions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// How long a login lasts.
+    pub session_hours: i64,
+    /// Mark the session cookie `Secure` (serve the console over HTTPS, e.g. behind a proxy).
+    pub secure_cookie: bool,
+    /// Canned responses agents insert with one click (a YAML list of {id, title, text, language}).
+    pub canned: PathBuf,
+    /// Logins allowed per e-mail address per minute (a password-guessing brake).
+    pub logins_per_minute: u32,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            session_hours: 12,
+            secure_cookie: false,
+            canned: PathBuf::from("knowledge/canned.yaml"),
+            logins_per_minute: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -396,6 +423,15 @@ impl Config {
             if let Some(url) = &dc.api_url {
                 check_url(&format!("discord.{name}.api_url"), url)?;
             }
+        }
+        anyhow::ensure!(
+            self.console.session_hours >= 1,
+            "console.session_hours must be at least 1"
+        );
+        if let Some(hours) = &self.handoff.hours {
+            hours
+                .validate()
+                .map_err(|e| anyhow::anyhow!("handoff.hours: {e}"))?;
         }
         for (name, ch) in &self.channels {
             anyhow::ensure!(

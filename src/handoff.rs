@@ -35,6 +35,87 @@ pub struct HandoffConfig {
     /// higher is served first).
     pub angry_priority: i64,
     pub anxious_priority: i64,
+    /// When people answer; outside these hours a queued customer is told when someone will
+    /// answer, and the conversation waits as a ticket. None = always staffed.
+    pub hours: Option<WorkingHours>,
+}
+
+/// `[handoff.hours]`: `utc_offset = "+03:00"`, `days = ["mon", ..., "fri"]`, `open = "09:00"`,
+/// `close = "18:00"`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkingHours {
+    pub utc_offset: String,
+    pub days: Vec<String>,
+    pub open: String,
+    pub close: String,
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn minutes(hhmm: &str) -> Result<i64, String> {
+    let (h, m) = hhmm
+        .split_once(':')
+        .ok_or_else(|| format!("'{hhmm}' is not HH:MM"))?;
+    let (h, m): (i64, i64) = (
+        h.parse().map_err(|_| format!("'{hhmm}' is not HH:MM"))?,
+        m.parse().map_err(|_| format!("'{hhmm}' is not HH:MM"))?,
+    );
+    if !(0..=24).contains(&h) || !(0..60).contains(&m) || h * 60 + m > 24 * 60 {
+        return Err(format!("'{hhmm}' is not a time of day"));
+    }
+    Ok(h * 60 + m)
+}
+
+impl WorkingHours {
+    fn offset_minutes(&self) -> Result<i64, String> {
+        let s = self.utc_offset.trim();
+        let (sign, rest) = match s.chars().next() {
+            Some('+') => (1, &s[1..]),
+            Some('-') => (-1, &s[1..]),
+            _ => return Err(format!("utc_offset '{s}' must look like +03:00 or -05:00")),
+        };
+        Ok(sign * minutes(rest)?)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.offset_minutes()?;
+        let (open, close) = (minutes(&self.open)?, minutes(&self.close)?);
+        if open >= close {
+            return Err(format!(
+                "open {} is not before close {}",
+                self.open, self.close
+            ));
+        }
+        if self.days.is_empty() {
+            return Err("no working days".into());
+        }
+        for d in &self.days {
+            if !DAYS.contains(&d.as_str()) {
+                return Err(format!("unknown day '{d}' (use {})", DAYS.join(", ")));
+            }
+        }
+        Ok(())
+    }
+
+    /// None while open; otherwise when it opens next, e.g. "mon 09:00 (UTC+03:00)".
+    pub fn closed_until(&self, now_ms: i64) -> Option<String> {
+        let offset = self.offset_minutes().ok()?;
+        let (open, close) = (minutes(&self.open).ok()?, minutes(&self.close).ok()?);
+        let local_min = now_ms.div_euclid(60_000) + offset;
+        let day = local_min.div_euclid(24 * 60);
+        let minute = local_min.rem_euclid(24 * 60);
+        // 1970-01-01 was a Thursday (index 3 from Monday).
+        let weekday = |d: i64| DAYS[(d + 3).rem_euclid(7) as usize];
+        let works = |d: i64| self.days.iter().any(|x| x == weekday(d));
+        if works(day) && minute >= open && minute < close {
+            return None;
+        }
+        (0..8)
+            .map(|ahead| day + ahead)
+            .find(|d| works(*d) && (*d > day || minute < open))
+            .map(|d| format!("{} {} (UTC{})", weekday(d), self.open, self.utc_offset))
+    }
 }
 
 impl Default for HandoffConfig {
@@ -48,6 +129,7 @@ impl Default for HandoffConfig {
             max_unanswered: 2,
             angry_priority: 2,
             anxious_priority: 1,
+            hours: None,
         }
     }
 }
@@ -135,6 +217,42 @@ impl HandoffConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn working_hours_say_when_someone_answers() {
+        let hours = WorkingHours {
+            utc_offset: "+03:00".into(),
+            days: ["mon", "tue", "wed", "thu", "fri"]
+                .map(String::from)
+                .to_vec(),
+            open: "09:00".into(),
+            close: "18:00".into(),
+        };
+        hours.validate().expect("valid");
+        // 2026-11-20 is a Friday. 10:00 UTC = 13:00 at +03:00: open.
+        let fri_10_utc = 1_795_168_800_000;
+        assert_eq!(hours.closed_until(fri_10_utc), None);
+        // Friday 16:00 UTC = 19:00 local: closed until Monday.
+        let fri_16_utc = fri_10_utc + 6 * 3_600_000;
+        assert_eq!(
+            hours.closed_until(fri_16_utc).as_deref(),
+            Some("mon 09:00 (UTC+03:00)")
+        );
+        // Friday 05:00 UTC = 08:00 local: opens the same day.
+        let fri_5_utc = fri_10_utc - 5 * 3_600_000;
+        assert_eq!(
+            hours.closed_until(fri_5_utc).as_deref(),
+            Some("fri 09:00 (UTC+03:00)")
+        );
+        let mut bad = hours.clone();
+        bad.open = "19:00".into();
+        assert!(bad.validate().is_err());
+        bad.open = "9".into();
+        assert!(bad.validate().is_err());
+        let mut bad = hours;
+        bad.days = vec!["monday".into()];
+        assert!(bad.validate().is_err());
+    }
     use crate::nlu::intent::RankedIntent;
 
     fn intent(name: &str, confidence: f32, out_of_scope: bool) -> IntentPrediction {

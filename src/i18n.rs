@@ -24,6 +24,17 @@ pub enum Phrase {
     Handoff,
     /// The conversation goes to a person because the customer is upset.
     HandoffSorry,
+    /// `{n}`: the customer's place in the queue.
+    QueuePosition,
+    /// `{name}`: the agent who took the conversation.
+    AgentJoined,
+    /// `{when}`: outside working hours, when someone will answer.
+    OutsideHours,
+    /// A person handed the conversation back to the bot.
+    BackToBot,
+    /// After resolving: asks for a 1-5 rating (quick replies carry the numbers).
+    RatingRequest,
+    ThanksForRating,
 }
 
 /// The sentence in `lang` (a two-letter code), English when that language is not supported.
@@ -66,7 +77,40 @@ pub fn phrase(p: Phrase, lang: &str) -> &'static str {
         (HandoffSorry, "vi") => "Xin lỗi vì sự bất tiện này. Tôi đang chuyển cuộc trò chuyện cho nhân viên hỗ trợ, họ sẽ trả lời bạn ngay tại đây.",
         (HandoffSorry, "zh") => "很抱歉给您带来不便。正在为您转接人工客服，客服人员会在这里回复您。",
         (HandoffSorry, _) => "I'm sorry about the trouble. I'm passing your conversation to a member of our support team; they will reply here.",
+        (QueuePosition, "ru") => "Вы {n}-й в очереди. Сотрудник скоро подключится.",
+        (QueuePosition, "vi") => "Bạn đang ở vị trí thứ {n} trong hàng chờ. Nhân viên sẽ sớm tham gia.",
+        (QueuePosition, "zh") => "您目前排在第 {n} 位，客服人员马上就来。",
+        (QueuePosition, _) => "You are number {n} in the queue. A person will join shortly.",
+        (AgentJoined, "ru") => "{name} подключился к разговору.",
+        (AgentJoined, "vi") => "{name} đã tham gia cuộc trò chuyện.",
+        (AgentJoined, "zh") => "{name} 已加入对话。",
+        (AgentJoined, _) => "{name} has joined the conversation.",
+        (OutsideHours, "ru") => "Сейчас мы не работаем. Сотрудник ответит здесь {when}; ваше сообщение сохранено.",
+        (OutsideHours, "vi") => "Hiện chúng tôi ngoài giờ làm việc. Nhân viên sẽ trả lời tại đây {when}; tin nhắn của bạn đã được lưu.",
+        (OutsideHours, "zh") => "现在是非工作时间。客服人员将于 {when} 在这里回复您，您的消息已保存。",
+        (OutsideHours, _) => "We're outside working hours right now. A person will answer here {when}; your message is saved.",
+        (BackToBot, "ru") => "Вы снова общаетесь с виртуальным помощником. Напишите, если нужна помощь.",
+        (BackToBot, "vi") => "Bạn đang trò chuyện lại với trợ lý ảo. Hãy nhắn nếu cần giúp đỡ.",
+        (BackToBot, "zh") => "您现在再次与虚拟助手对话。如需帮助，请随时留言。",
+        (BackToBot, _) => "You're chatting with our virtual assistant again. Write if you need anything.",
+        (RatingRequest, "ru") => "Ваш вопрос решён. Оцените, пожалуйста, нашу помощь от 1 до 5.",
+        (RatingRequest, "vi") => "Yêu cầu của bạn đã được giải quyết. Vui lòng đánh giá sự hỗ trợ của chúng tôi từ 1 đến 5.",
+        (RatingRequest, "zh") => "您的问题已解决。请为我们的服务打分（1 到 5 分）。",
+        (RatingRequest, _) => "Your conversation was resolved. How would you rate our help, from 1 to 5?",
+        (ThanksForRating, "ru") => "Спасибо за оценку!",
+        (ThanksForRating, "vi") => "Cảm ơn bạn đã đánh giá!",
+        (ThanksForRating, "zh") => "感谢您的评价！",
+        (ThanksForRating, _) => "Thank you for your rating!",
     }
+}
+
+/// The sentence with its `{placeholders}` filled in.
+pub fn fill(p: Phrase, lang: &str, values: &[(&str, &str)]) -> String {
+    let mut text = phrase(p, lang).to_string();
+    for (key, value) in values {
+        text = text.replace(&format!("{{{key}}}"), value);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -85,6 +129,12 @@ mod tests {
             Phrase::Goodbye,
             Phrase::Handoff,
             Phrase::HandoffSorry,
+            Phrase::QueuePosition,
+            Phrase::AgentJoined,
+            Phrase::OutsideHours,
+            Phrase::BackToBot,
+            Phrase::RatingRequest,
+            Phrase::ThanksForRating,
         ] {
             let english = phrase(p, "en");
             for lang in ["ru", "vi", "zh"] {

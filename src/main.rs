@@ -44,6 +44,9 @@ enum Command {
     /// Understanding: train and evaluate intent, sentiment and emotion models.
     #[command(subcommand)]
     Nlu(frontdesk::cli::NluCommand),
+    /// Human agents for the console.
+    #[command(subcommand)]
+    Agent(frontdesk::cli::AgentCommand),
     /// Quality evaluations on labelled data.
     #[command(subcommand)]
     Eval(frontdesk::cli::EvalCommand),
@@ -109,6 +112,11 @@ async fn main() -> anyhow::Result<()> {
             let config = load(cli.config.as_deref(), Common::default())?;
             init_logging(&config);
             frontdesk::cli::nlu(cmd, &config).await
+        }
+        Command::Agent(cmd) => {
+            let config = load(cli.config.as_deref(), Common::default())?;
+            init_logging(&config);
+            frontdesk::cli::agent(cmd, &config).await
         }
         Command::Eval(cmd) => {
             let config = load(cli.config.as_deref(), Common::default())?;

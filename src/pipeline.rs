@@ -17,6 +17,7 @@ use crate::knowledge::{self, Hit, KnowledgeBase, SearchResult};
 use crate::nlu::intent::IntentPrediction;
 use crate::nlu::language::LanguageDetector;
 use crate::nlu::{LabelScore, Nlu};
+use crate::ownership::Action;
 use crate::store::{Conversation, NewMessage, StatusChange, TurnOutcome};
 
 /// What the policy decided to do with a message.
@@ -66,6 +67,8 @@ pub struct Turn<'a> {
     /// The conversation's count of unanswered messages in a row after this one.
     pub unanswered: Option<i64>,
     pub replies: Vec<NewMessage>,
+    /// A satisfaction rating the message gave (1-5).
+    pub rating: Option<i64>,
     /// Set by a stage that ends the turn (no later stage runs).
     pub stopped: bool,
 }
@@ -75,6 +78,56 @@ pub struct Turn<'a> {
 pub trait Stage: Send + Sync {
     fn name(&self) -> &'static str;
     async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()>;
+}
+
+/// After a person resolved a conversation the customer is asked for a 1-5 rating (as quick
+/// replies); the answer is stored instead of reopening the conversation.
+pub struct RatingStage;
+
+/// The rating in a reply to the satisfaction question: "5", "5 ★", "★★★★★".
+pub fn parse_rating(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let stars = t.chars().filter(|c| *c == '★' || *c == '⭐').count();
+    let digits: String = t.chars().filter(char::is_ascii_digit).collect();
+    let others = t
+        .chars()
+        .any(|c| !(c.is_ascii_digit() || c.is_whitespace() || c == '★' || c == '⭐' || c == '/'));
+    if others {
+        return None;
+    }
+    let n = match (digits.as_str(), stars) {
+        ("", n) => i64::try_from(n).ok()?,
+        (d, _) => d.parse().ok()?,
+    };
+    (1..=5).contains(&n).then_some(n)
+}
+
+#[async_trait]
+impl Stage for RatingStage {
+    fn name(&self) -> &'static str {
+        "rating"
+    }
+
+    async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()> {
+        let c = turn.conversation;
+        if c.status != "resolved" || c.rating_requested_at.is_none() || c.rating.is_some() {
+            return Ok(());
+        }
+        let Some(rating) = parse_rating(&turn.message.text) else {
+            return Ok(());
+        };
+        metrics::counter!(crate::metrics::SATISFACTION_RATINGS, "rating" => rating.to_string())
+            .increment(1);
+        turn.rating = Some(rating);
+        turn.annotations.insert("rating".into(), json!(rating));
+        let lang = c.language.clone().unwrap_or_else(|| "en".into());
+        turn.replies.push(NewMessage::text(
+            Author::Bot,
+            i18n::phrase(Phrase::ThanksForRating, &lang),
+        ));
+        turn.stopped = true;
+        Ok(())
+    }
 }
 
 /// A person owns queued and assigned conversations: the bot stays silent there. A customer writing
@@ -94,13 +147,10 @@ impl Stage for OwnershipStage {
                 turn.stopped = true;
             }
             "resolved" => {
-                turn.status_change = Some(StatusChange {
-                    to: "bot".into(),
-                    actor: "customer".into(),
-                    reason: "customer wrote again".into(),
-                    details: json!({ "seq": turn.message.seq }),
-                    priority: None,
-                });
+                let mut change =
+                    StatusChange::new(Action::Reopen, "customer", "customer wrote again");
+                change.details = json!({ "seq": turn.message.seq });
+                turn.status_change = Some(change);
                 turn.annotations.insert("owner".into(), json!("bot"));
             }
             _ => {
@@ -142,9 +192,11 @@ impl Stage for UnderstandingStage {
                     "language".into(),
                     json!({ "code": d.code, "confidence": d.confidence, "reliable": d.reliable }),
                 );
-                // Scripts are unambiguous for ru and zh even in short messages; Latin-script
-                // guesses on a few words are not, so they only count when reliable.
-                if d.reliable || d.script_sure || known.is_none() {
+                // Scripts are unambiguous for ru and zh even in short messages (and Vietnamese
+                // letters for vi); other Latin-script guesses on a few words are not ("How do I
+                // top up my mobile data?" comes out as vi, 0.43), so they only count when
+                // reliable. Otherwise the conversation keeps its language, or the default one.
+                if d.reliable || d.script_sure {
                     turn.language = d.code.to_string();
                     turn.language_detected = true;
                 } else if let Some(k) = known {
@@ -317,6 +369,20 @@ pub struct HandoffStage {
     rules: HandoffConfig,
 }
 
+impl HandoffStage {
+    /// The team of the message's intent, when it says what the customer needs (not "a person",
+    /// not out of scope): the queue offers the conversation to that team's agents.
+    fn team_for(&self, turn: &Turn<'_>) -> Option<String> {
+        let intent = turn.annotations.get("intent")?;
+        if intent["out_of_scope"].as_bool() == Some(true)
+            || intent["name"].as_str() == Some(self.rules.human_intent.as_str())
+        {
+            return None;
+        }
+        intent["team"].as_str().map(String::from)
+    }
+}
+
 #[async_trait]
 impl Stage for HandoffStage {
     fn name(&self) -> &'static str {
@@ -355,17 +421,12 @@ impl Stage for HandoffStage {
             "decision".into(),
             json!({ "action": "handoff", "reason": fired.reason, "rule": fired.rule }),
         );
-        turn.status_change = Some(StatusChange {
-            to: "queued".into(),
-            actor: "bot".into(),
-            reason: fired.reason.clone(),
-            details: {
-                let mut d = fired.details.clone();
-                d["seq"] = json!(turn.message.seq);
-                d
-            },
-            priority: (fired.priority > 0).then_some(fired.priority),
-        });
+        let mut change = StatusChange::new(Action::HandOff, "bot", fired.reason.clone());
+        change.details = fired.details.clone();
+        change.details["seq"] = json!(turn.message.seq);
+        change.priority = (fired.priority > 0).then_some(fired.priority);
+        change.team = self.team_for(turn);
+        turn.status_change = Some(change);
         let greet = turn.conversation.processed_seq == 0;
         turn.decision = Some(Decision::Handoff { greet, fired });
         Ok(())
@@ -503,6 +564,7 @@ impl Stage for ReplyStage {
             text,
             quick_replies,
             annotations,
+            metadata: json!({}),
         });
         Ok(())
     }
@@ -522,6 +584,7 @@ impl Pipeline {
         handoff: HandoffConfig,
     ) -> anyhow::Result<Self> {
         let mut stages: Vec<Box<dyn Stage>> = vec![
+            Box::new(RatingStage),
             Box::new(OwnershipStage),
             Box::new(UnderstandingStage::new(languages, nlu)?),
         ];
@@ -548,6 +611,7 @@ impl Pipeline {
             understood: None,
             knowledge: None,
             unanswered: None,
+            rating: None,
             replies: Vec::new(),
             stopped: false,
         };
@@ -570,6 +634,8 @@ impl Pipeline {
             channel: conversation.channel.clone(),
             target: conversation.contact_external_id.clone(),
             expected_processed_seq: conversation.processed_seq,
+            started_status: conversation.status.clone(),
+            rating: turn.rating,
             message_seq: message.seq,
             message_annotations: serde_json::Value::Object(turn.annotations),
             language: turn.language_detected.then_some(turn.language),
@@ -596,6 +662,11 @@ mod tests {
             last_seq: processed + 1,
             processed_seq: processed,
             unanswered: 0,
+            assignee: None,
+            team: None,
+            rating_requested_at: None,
+            rating: None,
+            declined_by: None,
         }
     }
 
@@ -703,9 +774,65 @@ mod tests {
             .await;
         let change = out.status_change.expect("reopened");
         assert_eq!(
-            (change.to.as_str(), change.reason.as_str()),
-            ("bot", "customer wrote again")
+            (change.action, change.reason.as_str()),
+            (Action::Reopen, "customer wrote again")
         );
         assert_eq!(out.replies.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_rating_after_resolving_is_stored_and_thanked_without_reopening() {
+        let pipeline =
+            Pipeline::new(&["en".into()], None, None, HandoffConfig::default()).expect("pipeline");
+        let mut asked = conversation("resolved", 2);
+        asked.rating_requested_at = Some(1);
+        let out = pipeline.run(&asked, &message("4 ★", 5)).await;
+        assert_eq!(out.rating, Some(4));
+        assert!(out.status_change.is_none(), "stays resolved");
+        assert_eq!(out.replies.len(), 1);
+        assert!(out.replies[0].text.contains("Thank you"));
+        // Not asked (or already rated): a digit is an ordinary message that reopens.
+        let out = pipeline
+            .run(&conversation("resolved", 2), &message("4", 5))
+            .await;
+        assert_eq!(out.rating, None);
+        assert!(out.status_change.is_some());
+    }
+
+    #[tokio::test]
+    async fn unsure_latin_guesses_do_not_switch_the_language_but_vietnamese_letters_do() {
+        let langs: Vec<String> = ["en", "ru", "vi", "zh"].map(String::from).to_vec();
+        let pipeline =
+            Pipeline::new(&langs, None, None, HandoffConfig::default()).expect("pipeline");
+        let c = conversation("bot", 0);
+        let out = pipeline
+            .run(&c, &message("How do I top up my mobile data?", 1))
+            .await;
+        assert_eq!(out.language, None, "{:?}", out.message_annotations);
+        assert!(
+            out.replies[0].text.starts_with("Hello"),
+            "{}",
+            out.replies[0].text
+        );
+        let out = pipeline
+            .run(&c, &message("Làm sao để nạp thêm dữ liệu?", 1))
+            .await;
+        assert_eq!(out.language.as_deref(), Some("vi"));
+    }
+
+    #[test]
+    fn ratings_are_read_from_digits_or_stars() {
+        for (text, rating) in [
+            ("5", Some(5)),
+            (" 1 ★", Some(1)),
+            ("★★★", Some(3)),
+            ("4/5", None),
+            ("0", None),
+            ("6", None),
+            ("5 stars", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_rating(text), rating, "{text:?}");
+        }
     }
 }

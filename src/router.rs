@@ -11,12 +11,16 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use frontdesk_channels::{Ack, Channel, Gateway, GatewayError, InboundMessage, StoredMessage};
+use frontdesk_channels::{
+    Ack, Author, Channel, Gateway, GatewayError, InboundMessage, StoredMessage,
+};
 use tokio::sync::Notify;
 
+use crate::live::Live;
 use crate::metrics as m;
+use crate::ownership::Action;
 use crate::pipeline::Pipeline;
-use crate::store::{Store, StoreError};
+use crate::store::{Conversation, Store, StoreError};
 
 pub struct Router {
     store: Store,
@@ -24,6 +28,10 @@ pub struct Router {
     pipeline: Pipeline,
     /// Wakes the outbox when a turn queued a delivery.
     outbox_wakeup: Arc<Notify>,
+    /// Wakes the queue when a turn handed a conversation to a person.
+    queue_wakeup: Arc<Notify>,
+    /// The agent console's feed: every stored message and turn is news there.
+    live: Arc<Live>,
     /// Conversations with a running worker; `true` = more work arrived while it ran.
     active: Mutex<HashMap<String, bool>>,
     me: Weak<Router>,
@@ -41,12 +49,16 @@ impl Router {
         channels: HashMap<String, Arc<dyn Channel>>,
         pipeline: Pipeline,
         outbox_wakeup: Arc<Notify>,
+        queue_wakeup: Arc<Notify>,
+        live: Arc<Live>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Router {
             store,
             channels,
             pipeline,
             outbox_wakeup,
+            queue_wakeup,
+            live,
             active: Mutex::new(HashMap::new()),
             me: me.clone(),
         })
@@ -55,6 +67,19 @@ impl Router {
     /// Makes the outbox look for due deliveries now.
     pub fn wake_outbox(&self) {
         self.outbox_wakeup.notify_one();
+    }
+
+    /// Shows or hides "the agent is typing" to the customer of a conversation.
+    pub async fn agent_typing(&self, conversation: &Conversation, typing: bool) {
+        if let Some(ch) = self.channels.get(&conversation.channel) {
+            ch.typing(
+                &conversation.id,
+                &conversation.contact_external_id,
+                typing,
+                Author::Agent,
+            )
+            .await;
+        }
     }
 
     pub fn channel_names(&self) -> Vec<String> {
@@ -135,20 +160,41 @@ impl Router {
             let channel = self.channels.get(&conversation.channel).cloned();
             let bot_turn = conversation.status == "bot" || conversation.status == "resolved";
             if let (Some(ch), true) = (&channel, bot_turn) {
-                ch.typing(&conversation.id, &conversation.contact_external_id, true)
-                    .await;
+                ch.typing(
+                    &conversation.id,
+                    &conversation.contact_external_id,
+                    true,
+                    Author::Bot,
+                )
+                .await;
             }
             let outcome = self.pipeline.run(&conversation, message).await;
             let committed = self.store.commit_turn(&outcome).await?;
             if let (Some(ch), true) = (&channel, bot_turn) {
-                ch.typing(&conversation.id, &conversation.contact_external_id, false)
-                    .await;
+                ch.typing(
+                    &conversation.id,
+                    &conversation.contact_external_id,
+                    false,
+                    Author::Bot,
+                )
+                .await;
             }
             if committed {
                 metrics::histogram!(m::PIPELINE_SECONDS).record(started.elapsed().as_secs_f64());
                 if !outcome.replies.is_empty() {
                     self.outbox_wakeup.notify_one();
                 }
+                if let Some(change) = &outcome.status_change {
+                    if change.action == Action::HandOff {
+                        let rule = change.details["rule"]
+                            .as_str()
+                            .unwrap_or("other")
+                            .to_string();
+                        metrics::counter!(m::HANDOFFS, "rule" => rule).increment(1);
+                        self.queue_wakeup.notify_one();
+                    }
+                }
+                self.live.touch(conversation_id);
             }
         }
     }
@@ -171,6 +217,7 @@ impl Gateway for Router {
         } else {
             metrics::counter!(m::MESSAGES_IN, "channel" => channel).increment(1);
             self.schedule(&ack.conversation_id);
+            self.live.touch(&ack.conversation_id);
         }
         Ok(ack)
     }
@@ -213,7 +260,6 @@ impl Gateway for Router {
     }
 
     fn customer_typing(&self, conversation_id: &str, typing: bool) {
-        // Shown to the owning agent once the agent console exists; traced until then.
-        tracing::trace!(conversation = conversation_id, typing, "customer typing");
+        self.live.customer_typing(conversation_id, typing);
     }
 }

@@ -13,6 +13,8 @@ use frontdesk_channels::{
 };
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
+
+use crate::ownership::{self, Action, Refused, Status};
 use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
@@ -82,6 +84,15 @@ pub struct Conversation {
     pub processed_seq: i64,
     /// Customer messages in a row the bot could not answer.
     pub unanswered: i64,
+    /// The agent who owns it (when assigned).
+    pub assignee: Option<String>,
+    /// The team that should handle it.
+    pub team: Option<String>,
+    /// When the customer was asked for a satisfaction rating (after resolving).
+    pub rating_requested_at: Option<i64>,
+    pub rating: Option<i64>,
+    /// The agent who passed it on to a team.
+    pub declined_by: Option<String>,
 }
 
 /// A message the pipeline wants to add to a conversation.
@@ -91,6 +102,21 @@ pub struct NewMessage {
     pub text: String,
     pub quick_replies: Vec<QuickReply>,
     pub annotations: serde_json::Value,
+    /// Shown with the message (an agent's reply carries `{"agent": {"id", "name"}}`).
+    pub metadata: serde_json::Value,
+}
+
+impl NewMessage {
+    /// A plain message with no buttons, annotations or metadata.
+    pub fn text(author: Author, text: impl Into<String>) -> Self {
+        Self {
+            author,
+            text: text.into(),
+            quick_replies: Vec::new(),
+            annotations: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+        }
+    }
 }
 
 /// A stored message with its annotations (intent, emotion, knowledge hits, decision).
@@ -116,15 +142,64 @@ pub struct ConversationEvent {
     pub created_at_ms: i64,
 }
 
-/// A status change with its reason, recorded as a conversation event.
+/// A status change with its reason, recorded as a conversation event. Every change goes through
+/// [`Store::apply_change`], which checks it against the ownership state machine.
 #[derive(Debug, Clone)]
 pub struct StatusChange {
-    pub to: String,
+    pub action: Action,
+    /// Who: `bot`, `customer`, `queue`, or an agent's name.
     pub actor: String,
     pub reason: String,
     pub details: serde_json::Value,
     /// Raise the conversation's priority to at least this.
     pub priority: Option<i64>,
+    /// The team that should handle it (hand-off, transfer to a team); none = unchanged.
+    pub team: Option<String>,
+    /// The agent it goes to (assign, transfer to an agent).
+    pub assignee: Option<String>,
+    /// Assign only while the assignee has fewer assigned conversations than this.
+    pub capacity: Option<i64>,
+    /// The agent passing it on to a team (the queue skips them for it).
+    pub declined_by: Option<String>,
+}
+
+impl StatusChange {
+    pub fn new(action: Action, actor: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            action,
+            actor: actor.into(),
+            reason: reason.into(),
+            details: serde_json::json!({}),
+            priority: None,
+            team: None,
+            assignee: None,
+            capacity: None,
+            declined_by: None,
+        }
+    }
+}
+
+/// Why a status change did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("no conversation {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// Someone else changed the conversation first (two agents taking it at once), or the agent
+    /// has no free slot any more.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A status change that happened.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub from: Status,
+    pub to: Status,
+    pub previous_assignee: Option<String>,
 }
 
 /// Everything one bot turn (one customer message) changes, committed at once.
@@ -136,6 +211,11 @@ pub struct TurnOutcome {
     pub target: String,
     /// `processed_seq` the turn started from: the commit is refused if another worker moved it.
     pub expected_processed_seq: i64,
+    /// The status the turn started from: if a person took the conversation meanwhile, the bot's
+    /// replies and status change are dropped (the bot never posts to a conversation a person owns).
+    pub started_status: String,
+    /// A satisfaction rating (1-5) the customer gave in this message.
+    pub rating: Option<i64>,
     /// The customer message this turn handled.
     pub message_seq: i64,
     pub message_annotations: serde_json::Value,
@@ -721,7 +801,8 @@ impl Store {
     pub async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
         let row = sqlx::query(
             "SELECT c.id, c.channel, c.contact_id, i.external_id, c.status, c.language, c.priority, \
-             c.last_seq, c.processed_seq, c.unanswered FROM conversations c \
+             c.last_seq, c.processed_seq, c.unanswered, c.assignee, c.team, c.rating_requested_at, \
+             c.rating, c.declined_by FROM conversations c \
              JOIN contact_identities i ON i.contact_id = c.contact_id AND i.channel = c.channel \
              WHERE c.id = $1",
         )
@@ -742,6 +823,11 @@ impl Store {
             last_seq: r.try_get("last_seq").map_err(get)?,
             processed_seq: r.try_get("processed_seq").map_err(get)?,
             unanswered: r.try_get("unanswered").map_err(get)?,
+            assignee: r.try_get("assignee").map_err(get)?,
+            team: r.try_get("team").map_err(get)?,
+            rating_requested_at: r.try_get("rating_requested_at").map_err(get)?,
+            rating: r.try_get("rating").map_err(get)?,
+            declined_by: r.try_get("declined_by").map_err(get)?,
         }))
     }
 
@@ -807,8 +893,44 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("annotating a message"))?;
+        // The claim above locked the row: the status read now is the one this commit lands on.
+        let status_now: String = sqlx::query("SELECT status FROM conversations WHERE id = $1")
+            .bind(&turn.conversation_id)
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|r| r.try_get("status"))
+            .map_err(db("reading a status"))?;
+        if status_now != turn.started_status {
+            // A person took over while the bot was thinking: the bot stays silent.
+            tracing::info!(conversation = %turn.conversation_id, from = %turn.started_status, now = %status_now, dropped = turn.replies.len(), "ownership changed during the bot turn; its replies are dropped");
+            tx.commit().await.map_err(db("committing a bot turn"))?;
+            return Ok(true);
+        }
+        if let Some(rating) = turn.rating {
+            sqlx::query("UPDATE conversations SET rating = $2 WHERE id = $1")
+                .bind(&turn.conversation_id)
+                .bind(rating)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("storing a rating"))?;
+            Self::insert_event(
+                &mut tx,
+                &turn.conversation_id,
+                ("rating", None, None),
+                ("customer", &format!("rated {rating} of 5")),
+                &serde_json::json!({ "rating": rating }),
+                now,
+            )
+            .await?;
+        }
         if let Some(change) = &turn.status_change {
-            Self::change_status(&mut tx, &turn.conversation_id, change, now).await?;
+            match Self::apply_change_in(&mut tx, &turn.conversation_id, change, now).await {
+                Ok(_) => {}
+                Err(ChangeError::Store(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(conversation = %turn.conversation_id, error = %e, "the bot turn's status change was refused");
+                }
+            }
         }
         for reply in &turn.replies {
             Self::append_outbound(
@@ -824,40 +946,140 @@ impl Store {
         Ok(true)
     }
 
-    async fn change_status(
+    /// Changes a conversation's status, checked against the ownership state machine, and records
+    /// the event (who and why). The one place statuses change.
+    pub async fn apply_change(
+        &self,
+        conversation_id: &str,
+        change: &StatusChange,
+    ) -> std::result::Result<Applied, ChangeError> {
+        let mut tx = self
+            .write
+            .begin()
+            .await
+            .map_err(db("starting a transaction"))?;
+        let applied = Self::apply_change_in(&mut tx, conversation_id, change, now_ms()).await?;
+        tx.commit()
+            .await
+            .map_err(db("committing a status change"))?;
+        Ok(applied)
+    }
+
+    pub(crate) async fn apply_change_in(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         conversation_id: &str,
         change: &StatusChange,
         now: i64,
-    ) -> Result<()> {
-        let row = sqlx::query("SELECT status FROM conversations WHERE id = $1")
+    ) -> std::result::Result<Applied, ChangeError> {
+        let row = sqlx::query("SELECT status, assignee FROM conversations WHERE id = $1")
             .bind(conversation_id)
-            .fetch_one(&mut **tx)
+            .fetch_optional(&mut **tx)
             .await
-            .map_err(db("reading a status"))?;
+            .map_err(db("reading a status"))?
+            .ok_or_else(|| ChangeError::NotFound(conversation_id.to_string()))?;
         let from: String = row.try_get("status").map_err(db("reading a status"))?;
-        sqlx::query(
-            "UPDATE conversations SET status = $2, updated_at = $3, \
-             priority = CASE WHEN $4 > priority THEN $4 ELSE priority END WHERE id = $1",
+        let assignee: Option<String> = row.try_get("assignee").map_err(db("reading a status"))?;
+        let from: Status = from.parse().map_err(StoreError::Corrupt)?;
+        let to = ownership::next(from, change.action)?;
+        if change.action == Action::TransferToAgent && change.assignee == assignee {
+            return Err(ChangeError::Conflict(
+                "the conversation is assigned to that agent already".into(),
+            ));
+        }
+        let new_assignee = match to {
+            Status::Assigned => Some(
+                change
+                    .assignee
+                    .clone()
+                    .ok_or_else(|| ChangeError::Conflict("an assignment needs an agent".into()))?,
+            ),
+            _ => None,
+        };
+        // Conditional on what was read: a concurrent change (another agent, another gateway
+        // process) makes this update miss, and the loser gets a conflict instead of a silent
+        // overwrite. The capacity check counts the agent's assigned conversations in the same
+        // statement.
+        let updated = sqlx::query(
+            "UPDATE conversations SET status = $3, assignee = $4, updated_at = $5, \
+             priority = CASE WHEN $6 > priority THEN $6 ELSE priority END, \
+             team = COALESCE($7, team), \
+             queued_at = CASE WHEN $3 = 'queued' AND status <> 'queued' THEN $5 ELSE queued_at END, \
+             unanswered = CASE WHEN $3 = 'bot' THEN 0 ELSE unanswered END, \
+             rating_requested_at = CASE WHEN $3 = 'resolved' THEN $5 ELSE rating_requested_at END, \
+             rating = CASE WHEN $3 = 'resolved' THEN NULL ELSE rating END, \
+             declined_by = CASE WHEN $3 = 'queued' THEN $10 ELSE NULL END \
+             WHERE id = $1 AND status = $2 AND COALESCE(assignee, '') = $8 \
+             AND ($9 < 0 OR (SELECT COUNT(*) FROM conversations x \
+             WHERE x.assignee = $4 AND x.status = 'assigned') < $9)",
         )
         .bind(conversation_id)
-        .bind(&change.to)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(new_assignee.as_deref())
         .bind(now)
         .bind(change.priority.unwrap_or(i64::MIN))
+        .bind(change.team.as_deref())
+        .bind(assignee.as_deref().unwrap_or(""))
+        .bind(change.capacity.unwrap_or(-1))
+        .bind(change.declined_by.as_deref())
         .execute(&mut **tx)
         .await
         .map_err(db("changing a status"))?;
+        if updated.rows_affected() != 1 {
+            return Err(ChangeError::Conflict(match change.capacity {
+                Some(_) => {
+                    "the conversation changed meanwhile, or the agent has no free slot".into()
+                }
+                None => "the conversation changed meanwhile".into(),
+            }));
+        }
+        let mut details = change.details.clone();
+        if !details.is_object() {
+            details = serde_json::json!({});
+        }
+        details["action"] = change.action.as_str().into();
+        if let Some(a) = &new_assignee {
+            details["assignee"] = a.clone().into();
+        }
+        if let Some(t) = &change.team {
+            details["team"] = t.clone().into();
+        }
+        Self::insert_event(
+            tx,
+            conversation_id,
+            ("status", Some(from.as_str()), Some(to.as_str())),
+            (&change.actor, &change.reason),
+            &details,
+            now,
+        )
+        .await?;
+        Ok(Applied {
+            from,
+            to,
+            previous_assignee: assignee,
+        })
+    }
+
+    pub(crate) async fn insert_event(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        conversation_id: &str,
+        (kind, from, to): (&str, Option<&str>, Option<&str>),
+        (actor, reason): (&str, &str),
+        details: &serde_json::Value,
+        now: i64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO conversation_events (id, conversation_id, kind, from_status, to_status, \
-             actor, reason, details, created_at) VALUES ($1, $2, 'status', $3, $4, $5, $6, $7, $8)",
+             actor, reason, details, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(new_id())
         .bind(conversation_id)
-        .bind(&from)
-        .bind(&change.to)
-        .bind(&change.actor)
-        .bind(&change.reason)
-        .bind(change.details.to_string())
+        .bind(kind)
+        .bind(from)
+        .bind(to)
+        .bind(actor)
+        .bind(reason)
+        .bind(details.to_string())
         .bind(now)
         .execute(&mut **tx)
         .await
@@ -866,19 +1088,19 @@ impl Store {
     }
 
     /// Adds a bot/agent/system message and its outbox row.
-    async fn append_outbound(
+    pub(crate) async fn append_outbound(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         conversation_id: &str,
         (channel, target): (&str, &str),
         msg: &NewMessage,
         now: i64,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         let seq = Self::next_seq(tx, conversation_id, now).await?;
         let message_id = new_id();
         let quick = serde_json::to_string(&msg.quick_replies).unwrap_or_else(|_| "[]".into());
         sqlx::query(
             "INSERT INTO messages (id, conversation_id, seq, author, text, channel, annotations, \
-             quick_replies, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             quick_replies, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&message_id)
         .bind(conversation_id)
@@ -889,6 +1111,7 @@ impl Store {
         .bind(msg.annotations.to_string())
         .bind(quick)
         .bind(now)
+        .bind(msg.metadata.to_string())
         .execute(&mut **tx)
         .await
         .map_err(db("storing a reply"))?;
@@ -907,7 +1130,7 @@ impl Store {
         .execute(&mut **tx)
         .await
         .map_err(db("queueing a delivery"))?;
-        Ok(())
+        Ok(seq)
     }
 
     fn delivery(row: &AnyRow) -> Result<Delivery> {

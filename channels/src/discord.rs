@@ -29,7 +29,7 @@ use serenity::http::{Http, HttpError};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    quick, Channel, DeliveryError, Gateway, GatewayError, InboundMessage, OutboundMessage,
+    quick, Author, Channel, DeliveryError, Gateway, GatewayError, InboundMessage, OutboundMessage,
 };
 
 /// Longest message Discord accepts, in characters.
@@ -410,7 +410,13 @@ impl Channel for DiscordChannel {
         Ok(())
     }
 
-    async fn typing(&self, _conversation_id: &str, contact_external_id: &str, typing: bool) {
+    async fn typing(
+        &self,
+        _conversation_id: &str,
+        contact_external_id: &str,
+        typing: bool,
+        _author: Author,
+    ) {
         let Some(target) = channel_id(contact_external_id) else {
             return;
         };

@@ -203,8 +203,16 @@ pub trait Channel: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Sends one bot or agent message to the customer.
     async fn deliver(&self, message: &OutboundMessage) -> Result<(), DeliveryError>;
-    /// Shows or hides "bot is typing" where the platform can; a no-op elsewhere.
-    async fn typing(&self, _conversation_id: &str, _contact_external_id: &str, _typing: bool) {}
+    /// Shows or hides "<author> is typing" (the bot, or an agent) where the platform can; a no-op
+    /// elsewhere.
+    async fn typing(
+        &self,
+        _conversation_id: &str,
+        _contact_external_id: &str,
+        _typing: bool,
+        _author: Author,
+    ) {
+    }
 }
 
 /// Milliseconds since the Unix epoch: the one time representation stored and sent everywhere.

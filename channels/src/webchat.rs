@@ -610,14 +610,9 @@ impl Channel for WebChat {
         Ok(())
     }
 
-    async fn typing(&self, conversation_id: &str, _contact: &str, typing: bool) {
-        self.hub.publish(
-            conversation_id,
-            LiveEvent::Typing {
-                author: Author::Bot,
-                typing,
-            },
-        );
+    async fn typing(&self, conversation_id: &str, _contact: &str, typing: bool, author: Author) {
+        self.hub
+            .publish(conversation_id, LiveEvent::Typing { author, typing });
     }
 }
 

@@ -2,7 +2,9 @@
 //! one [`AppState`]. Routes are listed in [`routes`]; the OpenAPI document is generated from the
 //! handlers' annotations.
 
+pub mod auth;
 mod channels;
+mod console;
 mod conversations;
 mod error;
 mod handlers;
@@ -14,7 +16,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, Method, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Extension;
 use frontdesk_channels::discord::DiscordChannel;
 use frontdesk_channels::telegram::TelegramChannel;
@@ -44,6 +46,9 @@ pub struct AppState {
     pub knowledge: Option<Arc<crate::knowledge::KnowledgeBase>>,
     pub nlu: Option<crate::nlu::Nlu>,
     pub metrics: PrometheusHandle,
+    pub desk: Arc<crate::desk::Desk>,
+    pub live: Arc<crate::live::Live>,
+    pub logins: Arc<auth::LoginLimiter>,
 }
 
 #[derive(OpenApi)]
@@ -67,7 +72,24 @@ pub struct AppState {
         kb::put,
         kb::delete,
         nlu::parse,
+        auth::login,
+        auth::logout,
+        auth::me,
+        conversations::agents,
+        conversations::set_status,
+        conversations::teams,
+        conversations::canned,
+        conversations::list,
         conversations::get,
+        conversations::take,
+        conversations::transfer,
+        conversations::resolve,
+        conversations::hand_back,
+        conversations::reply,
+        conversations::note,
+        conversations::typing,
+        conversations::suggestions,
+        console::socket,
     ),
     components(schemas(
         error::ErrorBody,
@@ -94,6 +116,30 @@ pub struct AppState {
         kb::PutResult,
         nlu::ParseRequest,
         conversations::ConversationView,
+        conversations::ConversationList,
+        conversations::ConversationAnswer,
+        conversations::TransferRequest,
+        conversations::TextRequest,
+        conversations::Posted,
+        conversations::NoteAnswer,
+        conversations::TypingRequest,
+        conversations::Suggestions,
+        conversations::AgentList,
+        conversations::StatusRequest,
+        conversations::TeamList,
+        conversations::CannedList,
+        auth::LoginRequest,
+        auth::LoginAnswer,
+        auth::Me,
+        crate::agents::Agent,
+        crate::agents::Role,
+        crate::desk::Summary,
+        crate::desk::AgentRef,
+        crate::desk::ContactRef,
+        crate::desk::LastMessage,
+        crate::desk::View,
+        crate::desk::Canned,
+        crate::desk::Suggestion,
         crate::store::Conversation,
         crate::store::TranscriptMessage,
         crate::store::ConversationEvent,
@@ -143,7 +189,49 @@ pub fn routes(state: AppState) -> axum::Router {
         .route("/api/v1/kb/search", get(kb::search))
         .route("/api/v1/kb/articles", get(kb::list).post(kb::create))
         .route("/api/v1/nlu/parse", post(nlu::parse))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/console.js", get(console::script))
+        .route("/console/console.css", get(console::style))
+        .route("/ws/console", get(console::socket))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/me", get(auth::me))
+        .route("/api/v1/agents", get(conversations::agents))
+        .route("/api/v1/agents/me/status", put(conversations::set_status))
+        .route("/api/v1/teams", get(conversations::teams))
+        .route("/api/v1/canned", get(conversations::canned))
+        .route("/api/v1/conversations", get(conversations::list))
         .route("/api/v1/conversations/{id}", get(conversations::get))
+        .route("/api/v1/conversations/{id}/take", post(conversations::take))
+        .route(
+            "/api/v1/conversations/{id}/transfer",
+            post(conversations::transfer),
+        )
+        .route(
+            "/api/v1/conversations/{id}/resolve",
+            post(conversations::resolve),
+        )
+        .route(
+            "/api/v1/conversations/{id}/handback",
+            post(conversations::hand_back),
+        )
+        .route(
+            "/api/v1/conversations/{id}/messages",
+            post(conversations::reply),
+        )
+        .route(
+            "/api/v1/conversations/{id}/notes",
+            post(conversations::note),
+        )
+        .route(
+            "/api/v1/conversations/{id}/typing",
+            post(conversations::typing),
+        )
+        .route(
+            "/api/v1/conversations/{id}/suggestions",
+            get(conversations::suggestions),
+        )
         .route(
             "/api/v1/kb/articles/{id}",
             get(kb::get).put(kb::put).delete(kb::delete),

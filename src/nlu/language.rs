@@ -44,6 +44,14 @@ fn two_letter(lang: whatlang::Lang) -> &'static str {
         .unwrap_or_else(|| lang.code())
 }
 
+/// Letters only Vietnamese uses among the supported languages (ă, ơ, ư, đ and the tone-marked
+/// vowels): a short Latin-script message with one of them is Vietnamese even when the statistical
+/// guess is unsure.
+fn is_vietnamese_letter(c: char) -> bool {
+    let c = c.to_lowercase().next().unwrap_or(c);
+    "ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ".contains(c)
+}
+
 impl LanguageDetector {
     /// `languages`: two-letter codes; an unknown one is a start-up error naming the known ones.
     pub fn new(languages: &[String]) -> anyhow::Result<Self> {
@@ -78,7 +86,8 @@ impl LanguageDetector {
             code,
             confidence: info.confidence(),
             reliable: info.is_reliable(),
-            script_sure: matches!(code, "ru" | "zh" | "uk" | "ja" | "ko"),
+            script_sure: matches!(code, "ru" | "zh" | "uk" | "ja" | "ko")
+                || (code == "vi" && text.chars().any(is_vietnamese_letter)),
         })
     }
 }

@@ -166,6 +166,12 @@ impl Nlu {
     pub fn team(&self, intent: &str) -> Option<&str> {
         self.model.teams.get(intent).map(String::as_str)
     }
+
+    /// Every team some intent belongs to, sorted.
+    pub fn teams(&self) -> Vec<String> {
+        let set: std::collections::BTreeSet<&String> = self.model.teams.values().collect();
+        set.into_iter().cloned().collect()
+    }
 }
 
 /// The heads' answers for one message.

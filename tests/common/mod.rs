@@ -139,7 +139,15 @@ impl Server {
             toml.push_str(&format!("outbound_url = \"{url}\"\n"));
         }
         toml.push('\n');
-        if self.opts.knowledge {
+        toml.push_str(&format!(
+            "[console]\ncanned = \"{}\"\n\n",
+            repo().join("knowledge/canned.yaml").display()
+        ));
+        if self.opts.knowledge && matches!(self.opts.backend, Backend::Postgres(_)) {
+            // The knowledge template's articles live in its SQLite database: on PostgreSQL the
+            // knowledge base is off, understanding (a model file in the data directory) stays on.
+            toml.push_str(&format!("[knowledge]\nenabled = false\n\n{}", nlu_toml()));
+        } else if self.opts.knowledge {
             toml.push_str(&format!(
                 "[knowledge]\nimport_dir = \"{}\"\n\n{}",
                 sample_articles().display(),
@@ -252,6 +260,54 @@ impl Server {
             .send()
             .await
             .expect("post webhook")
+    }
+
+    /// Adds an agent with the real `frontdesk agent add` on this server's database.
+    pub async fn add_agent(&self, email: &str, name: &str, skills: &str, capacity: i64) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_frontdesk"));
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .args(["agent", "add", "--email", email, "--name", name])
+            .args([
+                "--capacity",
+                &capacity.to_string(),
+                "--password",
+                AGENT_PASSWORD,
+            ])
+            .env("FRONTDESK_DATA_DIR", self.dir.path())
+            .env_remove("FRONTDESK_DATABASE__URL")
+            .env_remove("FRONTDESK_AGENT_PASSWORD");
+        if !skills.is_empty() {
+            cmd.args(["--skills", skills]);
+        }
+        if let Backend::Postgres(url) = &self.opts.backend {
+            cmd.env("FRONTDESK_DATABASE__URL", url);
+        }
+        let out = cmd.output().await.expect("run agent add");
+        assert!(
+            out.status.success(),
+            "agent add failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Logs an agent in; its requests then use the session as a bearer token.
+    pub async fn login(&self, email: &str) -> AgentClient {
+        let resp = reqwest::Client::new()
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({ "email": email, "password": AGENT_PASSWORD }))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(resp.status(), 200, "login {email}");
+        let v: Value = resp.json().await.expect("login json");
+        AgentClient {
+            base: self.base.clone(),
+            addr: self.addr,
+            token: v["token"].as_str().expect("token").to_string(),
+            agent: v["agent"].clone(),
+        }
     }
 
     /// A request with the admin token.
@@ -609,6 +665,110 @@ impl Receiver {
                 self.attempts()
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+pub const AGENT_PASSWORD: &str = "agent-password-1";
+
+/// A logged-in agent calling the API with its session as a bearer token.
+pub struct AgentClient {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub token: String,
+    pub agent: Value,
+}
+
+impl AgentClient {
+    pub fn id(&self) -> &str {
+        self.agent["id"].as_str().expect("agent id")
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    /// GET → (status, JSON body).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("get");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST with a JSON body → (status, JSON body).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn set_status(&self, status: &str) {
+        let resp = self
+            .request(reqwest::Method::PUT, "/api/v1/agents/me/status")
+            .json(&json!({ "status": status }))
+            .send()
+            .await
+            .expect("status");
+        assert_eq!(resp.status(), 200);
+    }
+
+    /// The console's live socket, already past `hello`/`welcome`.
+    pub async fn console(&self, after: u64) -> (Console, Value) {
+        let url = format!("ws://{}/ws/console?token={}", self.addr, self.token);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("console socket");
+        ws.send(Message::text(
+            json!({ "type": "hello", "after": after }).to_string(),
+        ))
+        .await
+        .expect("hello");
+        let mut console = Console { ws };
+        let welcome = console.next().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        (console, welcome)
+    }
+}
+
+/// An agent console's socket.
+pub struct Console {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Console {
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("console frame in time")
+                .expect("console open")
+                .expect("console frame");
+            if let Message::Text(t) = msg {
+                return serde_json::from_str(&t).expect("console json");
+            }
+        }
+    }
+
+    /// Reads frames until one matches; returns it with everything read before it.
+    pub async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+        let mut seen = Vec::new();
+        loop {
+            let f = self.next().await;
+            if pred(&f) {
+                return (f, seen);
+            }
+            seen.push(f);
         }
     }
 }

@@ -27,7 +27,7 @@ use teloxide::{ApiError, Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    quick, Channel, ChannelState, DeliveryError, Gateway, GatewayError, InboundMessage,
+    quick, Author, Channel, ChannelState, DeliveryError, Gateway, GatewayError, InboundMessage,
     OutboundMessage,
 };
 
@@ -410,7 +410,13 @@ impl Channel for TelegramChannel {
         Ok(())
     }
 
-    async fn typing(&self, _conversation_id: &str, contact_external_id: &str, typing: bool) {
+    async fn typing(
+        &self,
+        _conversation_id: &str,
+        contact_external_id: &str,
+        typing: bool,
+        _author: Author,
+    ) {
         // Telegram shows "typing..." for 5 s or until the next message: nothing to stop.
         let Ok(chat) = contact_external_id.parse::<i64>() else {
             return;

@@ -1,0 +1,230 @@
+//! The agent console: its files (built from `web-console/` by vite and embedded in the binary, so
+//! the gateway serves it with no Node.js at run time) and its live socket `/ws/console`
+//! (protocol in `docs/console-api.md`).
+
+use std::time::Duration;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::auth::authenticate;
+use super::error::ApiError;
+use super::AppState;
+use crate::desk::Caller;
+use crate::live::Resume;
+
+const INDEX: &str = include_str!("../../web-console/dist/index.html");
+const SCRIPT: &str = include_str!("../../web-console/dist/console.js");
+const STYLE: &str = include_str!("../../web-console/dist/console.css");
+
+pub async fn index() -> Response {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX)).into_response()
+}
+
+pub async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+pub async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SocketQuery {
+    pub token: Option<String>,
+}
+
+/// A page on another site must not open an agent's socket with the agent's cookie: the Origin,
+/// when the browser sends one, must be this host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host)
+}
+
+#[utoipa::path(get, path = "/ws/console", tag = "agents",
+    params(("token" = Option<String>, Query, description = "a session token, when no cookie is sent")),
+    responses(
+        (status = 101, description = "WebSocket: the console's live feed (docs/console-api.md)"),
+        (status = 401, body = super::error::ErrorBody),
+    ))]
+pub async fn socket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<SocketQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    if !same_origin(&headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "the console socket only accepts pages from this gateway",
+        ));
+    }
+    let (caller, _) = authenticate(&state, &Method::GET, &headers, q.token.as_deref()).await?;
+    Ok(ws
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| serve(state, caller, socket)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ClientFrame {
+    Hello {
+        #[serde(default)]
+        after: u64,
+    },
+    Typing {
+        conversation_id: String,
+        typing: bool,
+    },
+    Ping,
+}
+
+async fn send(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    text: String,
+) -> bool {
+    sink.send(Message::Text(Utf8Bytes::from(text)))
+        .await
+        .is_ok()
+}
+
+async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
+    let live = state.live.clone();
+    let (mut sink, mut stream) = socket.split();
+    // The first frame says where the console left off.
+    let after = match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => match serde_json::from_str::<ClientFrame>(&t) {
+            Ok(ClientFrame::Hello { after }) => after,
+            _ => {
+                let _ = send(
+                    &mut sink,
+                    json!({ "type": "error", "code": "hello_expected",
+                    "message": "the first frame must be {\"type\":\"hello\",\"after\":N}" })
+                    .to_string(),
+                )
+                .await;
+                return;
+            }
+        },
+        _ => return,
+    };
+    // Subscribe before reading the ring: nothing published in between is lost (duplicates are
+    // skipped by seq below).
+    let mut rx = live.subscribe();
+    let agent = caller.agent.clone();
+    let welcome = json!({ "type": "welcome", "agent": agent, "seq": live.seq() });
+    if !send(&mut sink, welcome.to_string()).await {
+        return;
+    }
+    let welcome_seq = welcome["seq"].as_u64().unwrap_or(0);
+    let mut last_sent = match live.resume(after) {
+        Resume::Replay(frames) => {
+            // A fresh console (after = 0) loads its lists over REST and continues from here.
+            let mut last = if after == 0 { welcome_seq } else { after };
+            for f in frames {
+                if f.visible_to(agent.as_ref()) && !send(&mut sink, f.json.clone()).await {
+                    return;
+                }
+                last = f.seq;
+            }
+            last
+        }
+        Resume::Reset(seq) => {
+            if !send(
+                &mut sink,
+                json!({ "type": "reset", "seq": seq }).to_string(),
+            )
+            .await
+            {
+                return;
+            }
+            seq
+        }
+    };
+    let mut ping = tokio::time::interval(Duration::from_secs(20));
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            frame = rx.recv() => match frame {
+                Ok(f) => {
+                    if f.seq != 0 && f.seq <= last_sent {
+                        continue;
+                    }
+                    if f.seq != 0 {
+                        last_sent = f.seq;
+                    }
+                    if f.visible_to(agent.as_ref()) && !send(&mut sink, f.json.clone()).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    // Too slow to keep up: start over from the lists rather than skip frames.
+                    last_sent = live.seq();
+                    if !send(&mut sink, json!({ "type": "reset", "seq": last_sent }).to_string()).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(t))) => {
+                    let answer = match serde_json::from_str::<ClientFrame>(&t) {
+                        Ok(ClientFrame::Ping) => Some(json!({ "type": "pong" })),
+                        Ok(ClientFrame::Typing { conversation_id, typing }) => {
+                            match state.desk.typing(&caller, &conversation_id, typing).await {
+                                Ok(()) => None,
+                                Err(e) => Some(json!({ "type": "error", "code": "typing_refused", "message": e.to_string() })),
+                            }
+                        }
+                        Ok(ClientFrame::Hello { .. }) => None,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "bad console frame");
+                            Some(json!({ "type": "error", "code": "bad_frame", "message": e.to_string() }))
+                        }
+                    };
+                    if let Some(a) = answer {
+                        if !send(&mut sink, a.to_string()).await {
+                            return;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The agent console's live feed: every change to a conversation (a message, a status change, a
+//! note, a rating) and to an agent becomes a numbered frame. Consoles subscribe over `/ws/console`;
+//! a console that reconnects says which frame it saw last and gets exactly the ones it missed
+//! from a ring buffer, or a `reset` (reload the lists) when they are gone. So an agent never
+//! misses a customer's reply across a reconnect.
+//!
+//! Producers only say *which* conversation changed (`touch`); one task turns that into frames by
+//! reading the store, so the hot paths (ingest, bot turns, agent replies) never wait for it, and
+//! bursts on one conversation collapse into one read.
+//!
+//! The feed is per gateway process. Several processes behind a load balancer would need a shared
+//! bus (PostgreSQL LISTEN/NOTIFY); not built yet.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::agents::Agent;
+use crate::desk;
+use crate::store::Store;
+
+/// Frames kept for resuming consoles.
+const RING: usize = 8192;
+
+/// Who may see a frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scope {
+    Everyone,
+    /// A conversation's frame: visible to agents who may see it now, and to the agent who owned
+    /// it until now (so its "mine" list drops it).
+    Conversation {
+        team: Option<String>,
+        assignee: Option<String>,
+        previous_assignee: Option<String>,
+        /// The team it belonged to until now (its agents' lists drop it).
+        previous_team: Option<Option<String>>,
+    },
+}
+
+#[derive(Debug)]
+pub struct Frame {
+    /// 0 for frames that are not replayed (typing).
+    pub seq: u64,
+    pub scope: Scope,
+    pub json: String,
+}
+
+impl Frame {
+    pub fn visible_to(&self, agent: Option<&Agent>) -> bool {
+        let Some(agent) = agent else {
+            return true; // the admin token
+        };
+        match &self.scope {
+            Scope::Everyone => true,
+            Scope::Conversation {
+                team,
+                assignee,
+                previous_assignee,
+                previous_team,
+            } => {
+                previous_assignee.as_deref() == Some(agent.id.as_str())
+                    || desk::may_see(agent, team.as_deref(), assignee.as_deref())
+                    || previous_team
+                        .as_ref()
+                        .is_some_and(|t| desk::may_see(agent, t.as_deref(), None))
+            }
+        }
+    }
+}
+
+/// What the feed already sent about a conversation.
+#[derive(Debug, Default, Clone)]
+struct Sent {
+    last_seq: i64,
+    events: usize,
+    team: Option<String>,
+    assignee: Option<String>,
+}
+
+struct Ring {
+    next_seq: u64,
+    frames: VecDeque<Arc<Frame>>,
+}
+
+pub struct Live {
+    store: Store,
+    kinds: HashMap<String, &'static str>,
+    tx: broadcast::Sender<Arc<Frame>>,
+    ring: Mutex<Ring>,
+    sent: Mutex<HashMap<String, Sent>>,
+    touched: mpsc::UnboundedSender<String>,
+}
+
+/// What a console resuming after frame `after` gets.
+pub enum Resume {
+    /// These frames, then the live stream.
+    Replay(Vec<Arc<Frame>>),
+    /// Too old (or from before a restart): reload everything, continue after `seq`.
+    Reset(u64),
+}
+
+impl Live {
+    /// The feed and the task that turns touches into frames (run it with `tokio::spawn`).
+    pub fn new(
+        store: Store,
+        kinds: HashMap<String, &'static str>,
+    ) -> (Arc<Self>, impl std::future::Future<Output = ()>) {
+        let (tx, _) = broadcast::channel(4096);
+        let (touched, mut rx) = mpsc::unbounded_channel::<String>();
+        let live = Arc::new(Self {
+            store,
+            kinds,
+            tx,
+            ring: Mutex::new(Ring {
+                next_seq: 1,
+                frames: VecDeque::new(),
+            }),
+            sent: Mutex::new(HashMap::new()),
+            touched,
+        });
+        let weak = Arc::downgrade(&live);
+        let task = async move {
+            while let Some(first) = rx.recv().await {
+                let mut ids = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    ids.push(more);
+                }
+                let Some(live) = weak.upgrade() else { return };
+                let mut seen = HashSet::new();
+                for id in ids {
+                    if seen.insert(id.clone()) {
+                        if let Err(e) = live.publish_conversation(&id).await {
+                            tracing::warn!(conversation = %id, error = %e, "console feed could not read a conversation");
+                        }
+                    }
+                }
+            }
+        };
+        (live, task)
+    }
+
+    /// The conversation changed: consoles will get its new state, messages and events.
+    pub fn touch(&self, conversation_id: &str) {
+        let _ = self.touched.send(conversation_id.to_string());
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
+        self.tx.subscribe()
+    }
+
+    pub fn kind_of(&self, channel: &str) -> &'static str {
+        self.kinds.get(channel).copied().unwrap_or("unknown")
+    }
+
+    /// The newest frame's seq.
+    pub fn seq(&self) -> u64 {
+        self.ring().next_seq - 1
+    }
+
+    fn ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sent(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sent>> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Frames after `after`, for a console that saw frame `after` last (0 = a fresh console).
+    pub fn resume(&self, after: u64) -> Resume {
+        let ring = self.ring();
+        let newest = ring.next_seq - 1;
+        if after == 0 || after > newest {
+            return if after == 0 {
+                Resume::Replay(Vec::new())
+            } else {
+                Resume::Reset(newest)
+            };
+        }
+        let oldest = ring.frames.front().map_or(ring.next_seq, |f| f.seq);
+        if after + 1 < oldest {
+            return Resume::Reset(newest);
+        }
+        Resume::Replay(
+            ring.frames
+                .iter()
+                .filter(|f| f.seq > after)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Numbers a frame, keeps it for resuming, and sends it to every console.
+    fn publish(&self, scope: Scope, body: serde_json::Value) {
+        let mut ring = self.ring();
+        let seq = ring.next_seq;
+        ring.next_seq += 1;
+        let mut body = body;
+        body["seq"] = json!(seq);
+        let frame = Arc::new(Frame {
+            seq,
+            scope,
+            json: body.to_string(),
+        });
+        ring.frames.push_back(frame.clone());
+        while ring.frames.len() > RING {
+            ring.frames.pop_front();
+        }
+        // Sent under the lock so frames reach subscribers in seq order.
+        let _ = self.tx.send(frame);
+    }
+
+    /// An agent's status or load changed.
+    pub fn agent_changed(&self, agent: &Agent) {
+        self.publish(Scope::Everyone, json!({ "type": "agent", "agent": agent }));
+    }
+
+    /// The customer started or stopped typing (not replayed: it is stale by then).
+    pub fn customer_typing(&self, conversation_id: &str, typing: bool) {
+        let scope = {
+            let sent = self.sent();
+            let s = sent.get(conversation_id).cloned().unwrap_or_default();
+            Scope::Conversation {
+                team: s.team,
+                assignee: s.assignee,
+                previous_assignee: None,
+                previous_team: None,
+            }
+        };
+        let frame = Arc::new(Frame {
+            seq: 0,
+            scope,
+            json: json!({ "type": "typing", "conversation_id": conversation_id, "typing": typing })
+                .to_string(),
+        });
+        let _ = self.tx.send(frame);
+    }
+
+    async fn publish_conversation(&self, id: &str) -> anyhow::Result<()> {
+        let Some(summary) = self.store.summary(id, |c| self.kind_of(c)).await? else {
+            return Ok(());
+        };
+        let previous = self.sent().get(id).cloned();
+        let (after_seq, events_sent) = match &previous {
+            Some(p) => (p.last_seq, p.events),
+            // First time this process sees it: only the newest message and event are news.
+            None => (summary.last_seq - 1, usize::MAX),
+        };
+        let messages = self.store.transcript_after(id, after_seq).await?;
+        let events = self.store.events(id).await?;
+        let assignee = summary.assignee.as_ref().map(|a| a.id.clone());
+        let scope = Scope::Conversation {
+            team: summary.team.clone(),
+            assignee: assignee.clone(),
+            previous_assignee: previous
+                .as_ref()
+                .and_then(|p| p.assignee.clone())
+                .filter(|p| Some(p) != assignee.as_ref()),
+            previous_team: previous
+                .as_ref()
+                .map(|p| p.team.clone())
+                .filter(|t| *t != summary.team),
+        };
+        let new_events: Vec<_> = if events_sent == usize::MAX {
+            events.last().cloned().into_iter().collect()
+        } else {
+            events.iter().skip(events_sent).cloned().collect()
+        };
+        let last_seq = messages.last().map_or(after_seq, |m| m.message.seq);
+        self.sent().insert(
+            id.to_string(),
+            Sent {
+                last_seq: last_seq.max(after_seq),
+                events: events.len(),
+                team: summary.team.clone(),
+                assignee,
+            },
+        );
+        for m in messages {
+            self.publish(
+                scope.clone(),
+                json!({ "type": "message", "conversation_id": id, "message": m }),
+            );
+        }
+        for e in new_events {
+            self.publish(
+                scope.clone(),
+                json!({ "type": "event", "conversation_id": id, "event": e }),
+            );
+        }
+        self.publish(
+            scope,
+            json!({ "type": "conversation", "conversation": summary }),
+        );
+        Ok(())
+    }
+}
