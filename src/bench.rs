@@ -25,6 +25,8 @@ pub enum BenchCommand {
     Ingest(IngestArgs),
     /// Embedding throughput: one at a time and micro-batched, with 1 and 2 threads.
     Embed(EmbedArgs),
+    /// The relay path between customers and the agents who own their conversations.
+    Relay(crate::bench_relay::RelayArgs),
 }
 
 #[derive(clap::Args)]
@@ -56,6 +58,7 @@ pub async fn run(cmd: BenchCommand, config: Config) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest(args, config).await,
         BenchCommand::Embed(args) => embed(args, config).await,
+        BenchCommand::Relay(args) => crate::bench_relay::relay(args, config).await,
     }
 }
 

@@ -313,12 +313,16 @@ impl Store {
         conversation_id: &str,
         after_seq: i64,
     ) -> Result<Vec<TranscriptMessage>> {
-        Ok(self
-            .transcript(conversation_id)
-            .await?
-            .into_iter()
-            .filter(|m| m.message.seq > after_seq)
-            .collect())
+        let rows = sqlx::query(
+            "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies, \
+             annotations FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(conversation_id)
+        .bind(after_seq)
+        .fetch_all(&self.read)
+        .await
+        .map_err(db("reading new messages"))?;
+        rows.iter().map(Self::transcript_message).collect()
     }
 
     /// Adds a message from the gateway (system notices) or an agent to a conversation and queues

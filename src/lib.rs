@@ -9,6 +9,7 @@
 pub mod agents;
 pub mod app;
 pub mod bench;
+pub mod bench_relay;
 pub mod cli;
 pub mod config;
 pub mod desk;

@@ -12,6 +12,7 @@
 //! bus (PostgreSQL LISTEN/NOTIFY); not built yet.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -23,6 +24,9 @@ use crate::store::Store;
 
 /// Frames kept for resuming consoles.
 const RING: usize = 8192;
+
+/// With no console connected for this long, changes are not turned into frames.
+const UNWATCHED_MS: i64 = 10 * 60 * 1000;
 
 /// Who may see a frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,6 +86,9 @@ struct Sent {
 struct Ring {
     next_seq: u64,
     frames: VecDeque<Arc<Frame>>,
+    /// The newest seq skipped because no console was connected: a console resuming from before
+    /// it cannot be replayed and gets a reset.
+    hole: u64,
 }
 
 pub struct Live {
@@ -91,6 +98,8 @@ pub struct Live {
     ring: Mutex<Ring>,
     sent: Mutex<HashMap<String, Sent>>,
     touched: mpsc::UnboundedSender<String>,
+    /// When the last console disconnected (ms).
+    last_watched: AtomicI64,
 }
 
 /// What a console resuming after frame `after` gets.
@@ -116,9 +125,11 @@ impl Live {
             ring: Mutex::new(Ring {
                 next_seq: 1,
                 frames: VecDeque::new(),
+                hole: 0,
             }),
             sent: Mutex::new(HashMap::new()),
             touched,
+            last_watched: AtomicI64::new(0),
         });
         let weak = Arc::downgrade(&live);
         let task = async move {
@@ -150,6 +161,12 @@ impl Live {
         self.tx.subscribe()
     }
 
+    /// A console disconnected: keep producing frames for a while, for its reconnect.
+    pub fn console_left(&self) {
+        self.last_watched
+            .store(frontdesk_channels::now_ms(), Ordering::Relaxed);
+    }
+
     pub fn kind_of(&self, channel: &str) -> &'static str {
         self.kinds.get(channel).copied().unwrap_or("unknown")
     }
@@ -179,7 +196,7 @@ impl Live {
             };
         }
         let oldest = ring.frames.front().map_or(ring.next_seq, |f| f.seq);
-        if after + 1 < oldest {
+        if after + 1 < oldest || after < ring.hole {
             return Resume::Reset(newest);
         }
         Resume::Replay(
@@ -238,6 +255,16 @@ impl Live {
     }
 
     async fn publish_conversation(&self, id: &str) -> anyhow::Result<()> {
+        let quiet_ms = frontdesk_channels::now_ms() - self.last_watched.load(Ordering::Relaxed);
+        if self.tx.receiver_count() == 0 && quiet_ms > UNWATCHED_MS {
+            // Nobody has watched for a while (a bot-only deployment, or every agent went home):
+            // skip the reads, and leave a hole so a console resuming from before it reloads
+            // instead. A console that just dropped (a reconnect) still gets an exact replay.
+            let mut ring = self.ring();
+            ring.hole = ring.next_seq;
+            ring.next_seq += 1;
+            return Ok(());
+        }
         let Some(summary) = self.store.summary(id, |c| self.kind_of(c)).await? else {
             return Ok(());
         };

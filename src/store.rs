@@ -737,18 +737,17 @@ impl Store {
         .fetch_all(&self.read)
         .await
         .map_err(db("reading a transcript"))?;
-        rows.iter()
-            .map(|r| {
-                let annotations: String = r
-                    .try_get("annotations")
-                    .map_err(db("reading a transcript"))?;
-                Ok(TranscriptMessage {
-                    message: Self::stored_message(r)?,
-                    annotations: serde_json::from_str(&annotations)
-                        .unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .collect()
+        rows.iter().map(Self::transcript_message).collect()
+    }
+
+    pub(crate) fn transcript_message(r: &AnyRow) -> Result<TranscriptMessage> {
+        let annotations: String = r
+            .try_get("annotations")
+            .map_err(db("reading a transcript"))?;
+        Ok(TranscriptMessage {
+            message: Self::stored_message(r)?,
+            annotations: serde_json::from_str(&annotations).unwrap_or(serde_json::Value::Null),
+        })
     }
 
     /// A conversation's events (status changes with who and why), oldest first.

@@ -230,3 +230,45 @@ async fn a_rate_limited_reply_is_retried_and_arrives_once() {
     assert_eq!(fake.posted(DM).len(), 1);
     assert!(content(&posted[0]).starts_with("Hello!"));
 }
+
+#[tokio::test]
+async fn a_request_for_a_person_reaches_an_agent_whose_reply_arrives_as_a_channel_message() {
+    let fake = FakeDiscord::start().await;
+    let server = start(&Backend::Sqlite, &fake, true, "").await;
+    server.add_agent("anna@example.com", "Anna", "", 3).await;
+    let anna = server.login("anna@example.com").await;
+
+    fake.send_dm(
+        "510000000000000301",
+        DM,
+        "400000000000000301",
+        "I want to talk to a real person, not a bot",
+    );
+    let posted = fake.wait_posted(DM, 2).await;
+    assert!(
+        content(&posted[0]).contains("passing your conversation"),
+        "{}",
+        posted[0]
+    );
+    assert!(
+        content(&posted[1]).contains("Anna has joined"),
+        "{}",
+        posted[1]
+    );
+    let (_, mine) = anna.get("/api/v1/conversations?view=mine").await;
+    let conversation = &mine["conversations"][0];
+    assert_eq!(conversation["channel_kind"], "discord");
+    let id = conversation["id"].as_str().expect("id");
+    let (code, body) = anna
+        .post(
+            &format!("/api/v1/conversations/{id}/messages"),
+            serde_json::json!({ "text": "Hi, Anna here. Let me check your line." }),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let posted = fake.wait_posted(DM, 3).await;
+    assert_eq!(
+        content(&posted[2]),
+        "Hi, Anna here. Let me check your line."
+    );
+}

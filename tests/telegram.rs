@@ -436,3 +436,40 @@ async fn webhook_mode_registers_the_url_and_checks_the_secret_token() {
         .expect("post");
     assert_eq!(other.status(), 404);
 }
+
+#[tokio::test]
+async fn a_request_for_a_person_reaches_an_agent_whose_reply_arrives_as_send_message() {
+    let fake = FakeTelegram::start().await;
+    let server = start(&Backend::Sqlite, true, bot_toml("tg", TOKEN, &fake, "")).await;
+    server.add_agent("anna@example.com", "Anna", "", 3).await;
+    let anna = server.login("anna@example.com").await;
+
+    fake.push_text(TOKEN, 77, 1, "I want to talk to a real person, not a bot");
+    // The bot says a person is coming, then that Anna joined.
+    let sent = fake.wait_sent(TOKEN, 2).await;
+    assert!(
+        text(&sent[0]).contains("passing your conversation"),
+        "{}",
+        sent[0]
+    );
+    assert!(text(&sent[1]).contains("Anna has joined"), "{}", sent[1]);
+    let (_, mine) = anna.get("/api/v1/conversations?view=mine").await;
+    let conversation = &mine["conversations"][0];
+    assert_eq!(conversation["channel_kind"], "telegram");
+    let id = conversation["id"].as_str().expect("id");
+
+    let (code, body) = anna
+        .post(
+            &format!("/api/v1/conversations/{id}/messages"),
+            json!({ "text": "Hi, Anna here. Let me check your line." }),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let sent = fake.wait_sent(TOKEN, 3).await;
+    assert_eq!(sent[2]["chat_id"], 77);
+    assert_eq!(text(&sent[2]), "Hi, Anna here. Let me check your line.");
+    // While Anna owns it the bot does not answer the customer.
+    fake.push_text(TOKEN, 77, 2, "thanks, waiting");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(fake.sent(TOKEN).len(), 3, "the bot stays silent");
+}

@@ -91,7 +91,11 @@ pub async fn socket(
     let (caller, _) = authenticate(&state, &Method::GET, &headers, q.token.as_deref()).await?;
     Ok(ws
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| serve(state, caller, socket)))
+        .on_upgrade(move |socket| async move {
+            let live = state.live.clone();
+            serve(state, caller, socket).await;
+            live.console_left();
+        }))
 }
 
 #[derive(Debug, Deserialize)]
