@@ -1,21 +1,17 @@
 //! Builds a gateway from its configuration and runs it: store, channels, router, outbox, HTTP.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use frontdesk_channels::discord::{DiscordChannel, DiscordSettings};
-use frontdesk_channels::telegram::{self, TelegramChannel, TelegramSettings};
 use frontdesk_channels::webchat::{WebChat, WebChatSettings};
-use frontdesk_channels::webhook::{WebhookChannel, WebhookSettings};
 use frontdesk_channels::{Channel, ChannelState, Gateway};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, TelegramMode};
+use crate::config::Config;
 use crate::desk::{read_canned, Desk};
 use crate::embed::Embedder;
 use crate::http::{self, AppState};
@@ -25,6 +21,7 @@ use crate::nlu::Nlu;
 use crate::outbox::Outbox;
 use crate::pipeline::Pipeline;
 use crate::queue::Queue;
+use crate::registry::{Manager, Registry};
 use crate::router::Router;
 use crate::store::Store;
 
@@ -68,7 +65,6 @@ impl App {
             _ => None,
         };
 
-        let mut channels: HashMap<String, Arc<dyn Channel>> = HashMap::new();
         let webchat = if config.webchat.enabled {
             let secret = match &config.webchat.secret {
                 Some(s) => s.clone(),
@@ -80,7 +76,7 @@ impl App {
                         .await?
                 }
             };
-            let chat = Arc::new(WebChat::new(
+            Some(Arc::new(WebChat::new(
                 WebChatSettings {
                     name: config.webchat_name(),
                     max_text_bytes: config.webchat.max_text_bytes,
@@ -89,75 +85,25 @@ impl App {
                     heartbeat: Duration::from_millis(config.webchat.heartbeat_ms.max(100)),
                 },
                 secret.into_bytes(),
-            ));
-            channels.insert(config.webchat_name(), chat.clone());
-            Some(chat)
+            )))
         } else {
             None
         };
-        let mut webhooks = HashMap::new();
-        for (name, ch) in &config.channels {
-            let channel = Arc::new(WebhookChannel::new(WebhookSettings {
-                name: name.clone(),
-                secret: ch.secret.clone(),
-                outbound_url: ch.outbound_url.clone(),
-                max_skew_secs: ch.max_skew_secs,
-                timeout: Duration::from_millis(ch.timeout_ms),
-                max_text_bytes: config.webchat.max_text_bytes.max(4096),
-            })?);
-            channels.insert(name.clone(), channel.clone());
-            webhooks.insert(name.clone(), channel);
-        }
-        let mut telegrams = HashMap::new();
-        for (name, tg) in &config.telegram {
-            let mode = match tg.effective_mode() {
-                TelegramMode::Polling => telegram::Mode::Polling,
-                TelegramMode::Webhook => telegram::Mode::Webhook {
-                    // Both checked by Config::validate.
-                    url: tg.webhook_url.clone().unwrap_or_default(),
-                    secret_token: tg
-                        .secret_token
-                        .as_ref()
-                        .map(|s| s.expose().to_string())
-                        .unwrap_or_default(),
-                },
-            };
-            let bot = Arc::new(
-                TelegramChannel::new(TelegramSettings {
-                    name: name.clone(),
-                    token: tg.token.expose().to_string(),
-                    api_url: tg.api_url.clone(),
-                    mode,
-                    allow_groups: tg.allow_groups,
-                    poll_timeout: Duration::from_secs(tg.poll_timeout_secs),
-                })
-                .with_context(|| format!("cannot set up Telegram channel '{name}'"))?,
-            );
-            channels.insert(name.clone(), bot.clone());
-            telegrams.insert(name.clone(), bot);
-        }
-        let mut discords = HashMap::new();
-        for (name, dc) in &config.discord {
-            let bot = Arc::new(DiscordChannel::new(DiscordSettings {
-                name: name.clone(),
-                token: dc.token.expose().to_string(),
-                api_url: dc.api_url.clone(),
-                support_channel_id: dc.support_channel_id,
-            }));
-            channels.insert(name.clone(), bot.clone());
-            discords.insert(name.clone(), bot);
-        }
+        // The configured channels, then the ones added through the admin API before.
+        let registry = Arc::new(Registry::new(
+            webchat.clone().map(|c| c as Arc<dyn Channel>),
+            &config.webchat_name(),
+            config.webchat.max_text_bytes,
+        ));
+        registry.load_config(&config).await?;
+        registry.load_saved(&store, &config).await?;
 
         let wakeup = Arc::new(Notify::new());
         let queue_wakeup = Arc::new(Notify::new());
-        let kinds = channels
-            .iter()
-            .map(|(name, ch)| (name.clone(), ch.kind()))
-            .collect();
-        let (live, live_task) = Live::new(store.clone(), kinds);
+        let (live, live_task) = Live::new(store.clone(), registry.clone());
         let router = Router::new(
             store.clone(),
-            channels.clone(),
+            registry.clone(),
             Pipeline::new(
                 &config.languages,
                 knowledge.clone(),
@@ -182,16 +128,26 @@ impl App {
             teams,
         });
         let queue = Queue::new(desk.clone(), config.handoff.hours.clone());
-        let outbox = Outbox::new(store.clone(), channels, config.outbox.clone(), wakeup);
+        let outbox = Outbox::new(
+            store.clone(),
+            registry.clone(),
+            config.outbox.clone(),
+            wakeup,
+        );
         let state_logins_per_minute = config.console.logins_per_minute;
+        let config = Arc::new(config);
+        let config_for_manager = config.clone();
         let state = AppState {
-            config: Arc::new(config),
-            store,
+            config,
+            store: store.clone(),
             router,
             webchat,
-            webhooks: Arc::new(webhooks),
-            telegram: Arc::new(telegrams),
-            discord: Arc::new(discords),
+            channels: registry.clone(),
+            channel_manager: Arc::new(Manager::new(
+                registry.clone(),
+                store.clone(),
+                config_for_manager,
+            )),
             knowledge,
             nlu,
             metrics,
@@ -228,19 +184,10 @@ impl App {
         // The messenger bots start receiving once the router is ready for their messages.
         let gateway: Arc<dyn Gateway> = self.state.router.clone();
         let channel_state: Arc<dyn ChannelState> = Arc::new(self.state.store.clone());
-        let mut receivers = Vec::new();
-        for bot in self.state.telegram.values() {
-            receivers.push(tokio::spawn(bot.clone().run(
-                gateway.clone(),
-                channel_state.clone(),
-                shutdown.clone(),
-            )));
-        }
-        for bot in self.state.discord.values() {
-            receivers.push(tokio::spawn(
-                bot.clone().run(gateway.clone(), shutdown.clone()),
-            ));
-        }
+        let manager = self.state.channel_manager.clone();
+        manager
+            .start(gateway, channel_state, shutdown.clone())
+            .await;
         let store = self.state.store.clone();
         let routes = http::routes(self.state);
         let stop = shutdown.clone();
@@ -249,9 +196,7 @@ impl App {
             .await
             .context("HTTP server failed")?;
         shutdown.cancel();
-        for receiver in receivers {
-            let _ = receiver.await;
-        }
+        manager.stopped().await;
         let _ = outbox_task.await;
         let _ = queue_task.await;
         live_task.abort();

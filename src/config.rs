@@ -380,7 +380,7 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         let mut seen = std::collections::BTreeMap::new();
         let names = self
             .channels

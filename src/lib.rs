@@ -26,6 +26,7 @@ pub mod outbox;
 pub mod ownership;
 pub mod pipeline;
 pub mod queue;
+pub mod registry;
 pub mod router;
 pub mod store;
 pub mod vectors;

@@ -20,6 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::agents::Agent;
 use crate::desk;
+use crate::registry::Registry;
 use crate::store::Store;
 
 /// Frames kept for resuming consoles.
@@ -93,7 +94,7 @@ struct Ring {
 
 pub struct Live {
     store: Store,
-    kinds: HashMap<String, &'static str>,
+    channels: Arc<Registry>,
     tx: broadcast::Sender<Arc<Frame>>,
     ring: Mutex<Ring>,
     sent: Mutex<HashMap<String, Sent>>,
@@ -114,13 +115,13 @@ impl Live {
     /// The feed and the task that turns touches into frames (run it with `tokio::spawn`).
     pub fn new(
         store: Store,
-        kinds: HashMap<String, &'static str>,
+        channels: Arc<Registry>,
     ) -> (Arc<Self>, impl std::future::Future<Output = ()>) {
         let (tx, _) = broadcast::channel(4096);
         let (touched, mut rx) = mpsc::unbounded_channel::<String>();
         let live = Arc::new(Self {
             store,
-            kinds,
+            channels,
             tx,
             ring: Mutex::new(Ring {
                 next_seq: 1,
@@ -168,7 +169,7 @@ impl Live {
     }
 
     pub fn kind_of(&self, channel: &str) -> &'static str {
-        self.kinds.get(channel).copied().unwrap_or("unknown")
+        self.channels.kind_of(channel)
     }
 
     /// The newest frame's seq.

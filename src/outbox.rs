@@ -8,11 +8,13 @@
 //! on). Failures back off exponentially with jitter until `max_attempts`, then the row is dead:
 //! listed by `GET /api/v1/deliveries?status=dead`, replayable with `POST .../retry`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use frontdesk_channels::{now_ms, Channel, DeliveryError};
+use frontdesk_channels::{now_ms, DeliveryError};
+
+use crate::registry::Registry;
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +25,7 @@ use crate::store::{Delivery, Store};
 
 pub struct Outbox {
     store: Store,
-    channels: HashMap<String, Arc<dyn Channel>>,
+    channels: Arc<Registry>,
     config: OutboxConfig,
     wakeup: Arc<Notify>,
     in_flight: Mutex<HashSet<String>>,
@@ -44,7 +46,7 @@ pub fn backoff_ms(config: &OutboxConfig, attempt: i64, rng: &mut impl Rng) -> i6
 impl Outbox {
     pub fn new(
         store: Store,
-        channels: HashMap<String, Arc<dyn Channel>>,
+        channels: Arc<Registry>,
         config: OutboxConfig,
         wakeup: Arc<Notify>,
     ) -> Arc<Self> {

@@ -11,20 +11,19 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use frontdesk_channels::{
-    Ack, Author, Channel, Gateway, GatewayError, InboundMessage, StoredMessage,
-};
+use frontdesk_channels::{Ack, Author, Gateway, GatewayError, InboundMessage, StoredMessage};
 use tokio::sync::Notify;
 
 use crate::live::Live;
 use crate::metrics as m;
 use crate::ownership::Action;
 use crate::pipeline::Pipeline;
+use crate::registry::Registry;
 use crate::store::{Conversation, Store, StoreError};
 
 pub struct Router {
     store: Store,
-    channels: HashMap<String, Arc<dyn Channel>>,
+    channels: Arc<Registry>,
     pipeline: Pipeline,
     /// Wakes the outbox when a turn queued a delivery.
     outbox_wakeup: Arc<Notify>,
@@ -46,7 +45,7 @@ impl From<StoreError> for GatewayError {
 impl Router {
     pub fn new(
         store: Store,
-        channels: HashMap<String, Arc<dyn Channel>>,
+        channels: Arc<Registry>,
         pipeline: Pipeline,
         outbox_wakeup: Arc<Notify>,
         queue_wakeup: Arc<Notify>,
@@ -83,9 +82,7 @@ impl Router {
     }
 
     pub fn channel_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.channels.keys().cloned().collect();
-        names.sort();
-        names
+        self.channels.names()
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
@@ -157,7 +154,7 @@ impl Router {
                 return Ok(());
             };
             let started = Instant::now();
-            let channel = self.channels.get(&conversation.channel).cloned();
+            let channel = self.channels.get(&conversation.channel);
             let bot_turn = conversation.status == "bot" || conversation.status == "resolved";
             if let (Some(ch), true) = (&channel, bot_turn) {
                 ch.typing(
@@ -203,7 +200,7 @@ impl Router {
 #[async_trait]
 impl Gateway for Router {
     async fn ingest(&self, message: InboundMessage) -> Result<Ack, GatewayError> {
-        if !self.channels.contains_key(&message.channel) {
+        if self.channels.get(&message.channel).is_none() {
             return Err(GatewayError::Invalid(format!(
                 "unknown channel '{}'",
                 message.channel

@@ -426,6 +426,32 @@ impl Store {
         Ok(())
     }
 
+    pub async fn delete_setting(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM settings WHERE key = $1")
+            .bind(key)
+            .execute(&self.write)
+            .await
+            .map_err(db("deleting a setting"))?;
+        Ok(())
+    }
+
+    /// Settings whose key starts with `prefix` (no `%` or `_` in it), by key.
+    pub async fn settings_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT key, value FROM settings WHERE key LIKE $1 ORDER BY key")
+            .bind(format!("{prefix}%"))
+            .fetch_all(&self.read)
+            .await
+            .map_err(db("reading settings"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("key").map_err(db("reading settings"))?,
+                    r.try_get("value").map_err(db("reading settings"))?,
+                ))
+            })
+            .collect()
+    }
+
     /// The contact's conversation on a channel, created with the contact if missing.
     async fn ensure_conversation(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,

@@ -473,3 +473,43 @@ async fn a_request_for_a_person_reaches_an_agent_whose_reply_arrives_as_send_mes
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(fake.sent(TOKEN).len(), 3, "the bot stays silent");
 }
+
+#[tokio::test]
+async fn a_bot_added_through_the_admin_api_starts_receiving_and_stops_when_removed() {
+    let fake = FakeTelegram::start().await;
+    let server = start(&Backend::Sqlite, false, String::new()).await;
+    let resp = server
+        .admin(reqwest::Method::POST, "/api/v1/channels")
+        .json(&json!({
+            "name": "tg-api", "kind": "telegram", "token": TOKEN,
+            "api_url": fake.url, "poll_timeout_secs": 1
+        }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(resp.status(), 201);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["inbound"], "polling");
+    assert!(
+        !v.to_string().contains(TOKEN),
+        "the token is never returned: {v}"
+    );
+
+    fake.push_text(TOKEN, 55, 1, "hello there");
+    let sent = fake.wait_sent(TOKEN, 1).await;
+    assert_eq!(sent[0]["chat_id"], 55);
+
+    let resp = server
+        .admin(reqwest::Method::DELETE, "/api/v1/channels/tg-api")
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 204);
+    // No more polling: an update pushed now stays pending.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fake.push_text(TOKEN, 55, 2, "anyone?");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(fake.pending(TOKEN), 1, "the removed bot no longer polls");
+    assert_eq!(fake.sent(TOKEN).len(), 1);
+    assert!(!server.log().contains(TOKEN), "the token is never logged");
+}

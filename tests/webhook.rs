@@ -237,3 +237,140 @@ async fn the_same_message_delivered_concurrently_is_stored_once() {
             .all(|a| a["seq"] == 1 && a["conversation_id"] == new[0]["conversation_id"]));
     }
 }
+
+/// POSTs a signed webhook message to channel `name` with `secret`.
+async fn post_signed(server: &Server, name: &str, secret: &str, body: &[u8]) -> reqwest::Response {
+    let ts = frontdesk_channels::now_ms() / 1000;
+    let sig = frontdesk_channels::signature::sign(secret.as_bytes(), ts, body);
+    server
+        .post_webhook_raw(name, body, &ts.to_string(), &sig)
+        .await
+}
+
+#[tokio::test]
+async fn channels_are_added_changed_and_removed_through_the_admin_api_and_survive_a_restart() {
+    for backend in backends().await {
+        let receiver = Receiver::start(ReceiverMode::Accept).await;
+        let mut server = Server::start(Options::new(&backend)).await;
+        const SECRET: &str = "api-made-secret-0123456789";
+        let create = |body: Value| {
+            server
+                .admin(reqwest::Method::POST, "/api/v1/channels")
+                .json(&body)
+                .send()
+        };
+        // Refused: a short secret, an unknown kind, the name of a configured channel.
+        for (body, status, code) in [
+            (
+                serde_json::json!({"name": "shop", "kind": "webhook", "secret": "short"}),
+                400,
+                "invalid_channel",
+            ),
+            (
+                serde_json::json!({"name": "shop", "kind": "fax", "secret": SECRET}),
+                400,
+                "invalid_channel",
+            ),
+            (
+                serde_json::json!({"name": "crm", "kind": "webhook", "secret": SECRET}),
+                409,
+                "configured_in_file",
+            ),
+        ] {
+            let resp = create(body).await.expect("create");
+            assert_eq!(resp.status(), status);
+            let v: Value = resp.json().await.expect("json");
+            assert_eq!(v["error"]["code"], code, "{v}");
+        }
+        let resp = create(serde_json::json!({
+            "name": "shop", "kind": "webhook", "secret": SECRET, "outbound_url": receiver.url
+        }))
+        .await
+        .expect("create");
+        assert_eq!(resp.status(), 201);
+        let v: Value = resp.json().await.expect("json");
+        assert_eq!(v["source"], "api");
+        assert!(!v.to_string().contains(SECRET), "no secret in answers: {v}");
+        let resp = create(serde_json::json!({"name": "shop", "kind": "webhook", "secret": SECRET}))
+            .await
+            .expect("create again");
+        assert_eq!(resp.status(), 409);
+
+        // It works at once: a customer message gets the bot's reply through it.
+        let resp = post_signed(&server, "shop", SECRET, &webhook_body("k1", "s-1", "hello")).await;
+        assert_eq!(resp.status(), 202);
+        let got = receiver.wait_accepted(1).await;
+        assert_eq!(got[0]["contact_id"], "k1");
+
+        // Changed: a new secret applies at once, the old one is refused.
+        const NEW_SECRET: &str = "api-made-secret-abcdefghij";
+        let resp = server
+            .admin(reqwest::Method::PUT, "/api/v1/channels/shop")
+            .json(&serde_json::json!({"kind": "webhook", "secret": NEW_SECRET, "outbound_url": receiver.url}))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(resp.status(), 200);
+        let old = post_signed(&server, "shop", SECRET, &webhook_body("k1", "s-2", "again")).await;
+        assert_eq!(old.status(), 401);
+        let new = post_signed(
+            &server,
+            "shop",
+            NEW_SECRET,
+            &webhook_body("k1", "s-3", "again"),
+        )
+        .await;
+        assert_eq!(new.status(), 202);
+        let resp = server
+            .admin(reqwest::Method::PUT, "/api/v1/channels/crm")
+            .json(&serde_json::json!({"kind": "webhook", "secret": NEW_SECRET}))
+            .send()
+            .await
+            .expect("put crm");
+        assert_eq!(resp.status(), 409, "configured channels change in the file");
+
+        // It survives a restart.
+        server.restart().await;
+        let list = server.admin_get("/api/v1/channels").await;
+        let names: Vec<&str> = list["channels"]
+            .as_array()
+            .expect("channels")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["crm", "shop", "webchat"]);
+        let again = post_signed(
+            &server,
+            "shop",
+            NEW_SECRET,
+            &webhook_body("k1", "s-4", "after restart"),
+        )
+        .await;
+        assert_eq!(again.status(), 202);
+
+        // Removed: messages to it are refused as an unknown channel, and it stays gone.
+        let resp = server
+            .admin(reqwest::Method::DELETE, "/api/v1/channels/shop")
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(resp.status(), 204);
+        let gone = post_signed(
+            &server,
+            "shop",
+            NEW_SECRET,
+            &webhook_body("k1", "s-5", "gone?"),
+        )
+        .await;
+        assert_eq!(gone.status(), 404);
+        let v: Value = gone.json().await.expect("json");
+        assert_eq!(v["error"]["code"], "unknown_channel");
+        server.restart().await;
+        let resp = server
+            .admin(reqwest::Method::GET, "/api/v1/channels/shop")
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), 404);
+    }
+}

@@ -12,10 +12,11 @@ use frontdesk_channels::Gateway;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::{body_error, ApiError};
+use super::error::{body_error, ApiError, JsonBody};
 use super::handlers::require_admin;
 use super::AppState;
-use crate::config::{Config, TelegramMode};
+use crate::config::TelegramMode;
+use crate::registry::{ChannelChangeError, ChannelSpec, Source};
 
 /// The header Telegram sends the configured secret token in.
 pub const TELEGRAM_SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
@@ -28,6 +29,8 @@ pub struct ChannelView {
     pub kind: String,
     /// How customer messages arrive: `websocket`, `webhook`, `polling` or `gateway` (Discord).
     pub inbound: String,
+    /// `config` (the configuration file) or `api` (added through this API; changeable here).
+    pub source: String,
     /// Telegram in webhook mode: the public URL Telegram posts to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
@@ -52,11 +55,17 @@ pub struct ChannelList {
     pub channels: Vec<ChannelView>,
 }
 
-fn view(config: &Config, name: &str, kind: &str) -> ChannelView {
+fn view(name: &str, kind: &str, spec: Option<&ChannelSpec>, source: Option<Source>) -> ChannelView {
     let mut v = ChannelView {
         name: name.to_string(),
         kind: kind.to_string(),
         inbound: String::new(),
+        source: source
+            .map_or("config", |s| match s {
+                Source::Config => "config",
+                Source::Api => "api",
+            })
+            .to_string(),
         webhook_url: None,
         outbound_url: None,
         allow_groups: None,
@@ -64,44 +73,49 @@ fn view(config: &Config, name: &str, kind: &str) -> ChannelView {
         api_url: None,
         credentials_set: false,
     };
-    match kind {
-        "webchat" => {
+    match spec {
+        None => {
             v.inbound = "websocket".into();
             v.credentials_set = true;
         }
-        "webhook" => {
-            if let Some(c) = config.channels.get(name) {
-                v.inbound = "webhook".into();
-                v.outbound_url = c.outbound_url.clone();
-                v.credentials_set = !c.secret.is_empty();
-            }
+        Some(ChannelSpec::Webhook(c)) => {
+            v.inbound = "webhook".into();
+            v.outbound_url = c.outbound_url.clone();
+            v.credentials_set = !c.secret.is_empty();
         }
-        "telegram" => {
-            if let Some(c) = config.telegram.get(name) {
-                v.inbound = match c.effective_mode() {
-                    TelegramMode::Polling => "polling".into(),
-                    TelegramMode::Webhook => "webhook".into(),
-                };
-                v.webhook_url = c.webhook_url.clone();
-                v.allow_groups = Some(c.allow_groups);
-                v.api_url = c.api_url.clone();
-                v.credentials_set = !c.token.expose().is_empty();
-            }
+        Some(ChannelSpec::Telegram(c)) => {
+            v.inbound = match c.effective_mode() {
+                TelegramMode::Polling => "polling".into(),
+                TelegramMode::Webhook => "webhook".into(),
+            };
+            v.webhook_url = c.webhook_url.clone();
+            v.allow_groups = Some(c.allow_groups);
+            v.api_url = c.api_url.clone();
+            v.credentials_set = !c.token.expose().is_empty();
         }
-        "discord" => {
-            if let Some(c) = config.discord.get(name) {
-                v.inbound = "gateway".into();
-                v.support_channel_id = c.support_channel_id.map(|id| id.to_string());
-                v.api_url = c.api_url.clone();
-                v.credentials_set = !c.token.expose().is_empty();
-            }
+        Some(ChannelSpec::Discord(c)) => {
+            v.inbound = "gateway".into();
+            v.support_channel_id = c.support_channel_id.map(|id| id.to_string());
+            v.api_url = c.api_url.clone();
+            v.credentials_set = !c.token.expose().is_empty();
         }
-        _ => {}
     }
     v
 }
 
-/// Lists the configured channels (admin).
+async fn all_views(state: &AppState) -> Vec<ChannelView> {
+    let mut out = Vec::new();
+    if state.config.webchat.enabled {
+        out.push(view(&state.config.webchat_name(), "webchat", None, None));
+    }
+    for (name, spec, source) in state.channels.specs().await {
+        out.push(view(&name, spec.kind(), Some(&spec), Some(source)));
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Lists every channel (admin): configured ones and ones added through this API.
 #[utoipa::path(get, path = "/api/v1/channels", tag = "admin",
     security(("admin_token" = [])),
     responses(
@@ -113,16 +127,12 @@ pub async fn list_channels(
     headers: HeaderMap,
 ) -> Result<Json<ChannelList>, ApiError> {
     require_admin(&state, &headers)?;
-    let channels = state
-        .config
-        .channel_kinds()
-        .into_iter()
-        .map(|(name, kind)| view(&state.config, &name, kind))
-        .collect();
-    Ok(Json(ChannelList { channels }))
+    Ok(Json(ChannelList {
+        channels: all_views(&state).await,
+    }))
 }
 
-/// One configured channel (admin).
+/// One channel (admin).
 #[utoipa::path(get, path = "/api/v1/channels/{name}", tag = "admin",
     params(("name" = String, Path, description = "Channel name")),
     security(("admin_token" = [])),
@@ -137,16 +147,125 @@ pub async fn get_channel(
     Path(name): Path<String>,
 ) -> Result<Json<ChannelView>, ApiError> {
     require_admin(&state, &headers)?;
-    let kind = state
-        .config
-        .channel_kinds()
+    all_views(&state)
+        .await
         .into_iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, k)| k)
-        .ok_or_else(|| {
-            ApiError::not_found("unknown_channel", format!("no channel named '{name}'"))
-        })?;
-    Ok(Json(view(&state.config, &name, kind)))
+        .find(|v| v.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("unknown_channel", format!("no channel named '{name}'")))
+}
+
+fn change_error(e: ChannelChangeError) -> ApiError {
+    let message = e.to_string();
+    tracing::warn!(error = %message, "channel change refused");
+    match e {
+        ChannelChangeError::Invalid(_) => ApiError::bad_request("invalid_channel", message),
+        ChannelChangeError::Exists(_) => {
+            ApiError::new(StatusCode::CONFLICT, "channel_exists", message)
+        }
+        ChannelChangeError::NotFound(_) => ApiError::not_found("unknown_channel", message),
+        ChannelChangeError::FromConfig(_) => {
+            ApiError::new(StatusCode::CONFLICT, "configured_in_file", message)
+        }
+        ChannelChangeError::Internal(_) => ApiError::internal(message),
+    }
+}
+
+/// The settings part of a request: `{"kind": "webhook" | "telegram" | "discord", ...}` with the
+/// same keys as the channel's section in the configuration file.
+fn parse_spec(body: serde_json::Value) -> Result<ChannelSpec, ApiError> {
+    serde_json::from_value(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_channel",
+            format!("{e} (expected {{\"kind\": \"webhook\"|\"telegram\"|\"discord\", ...the keys of its config section}})"),
+        )
+    })
+}
+
+/// Adds a channel while the gateway runs (admin): `{"name", "kind", ...settings}`. It is saved in
+/// the database and runs at once (a Telegram or Discord bot starts receiving).
+#[utoipa::path(post, path = "/api/v1/channels", tag = "admin",
+    request_body(content = Object, description = "{\"name\": \"crm2\", \"kind\": \"webhook\", \"secret\": \"...\", \"outbound_url\": \"...\"}"),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, body = ChannelView),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody),
+    ))]
+pub async fn create_channel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(mut body): JsonBody<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let name = body
+        .as_object_mut()
+        .and_then(|o| o.remove("name"))
+        .and_then(|n| n.as_str().map(String::from))
+        .ok_or_else(|| ApiError::bad_request("invalid_channel", "the channel needs a \"name\""))?;
+    let spec = parse_spec(body)?;
+    state
+        .channel_manager
+        .put(&name, spec.clone(), true)
+        .await
+        .map_err(change_error)?;
+    let v = view(&name, spec.kind(), Some(&spec), Some(Source::Api));
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// Replaces a channel added through this API (admin); configured ones are changed in the file.
+#[utoipa::path(put, path = "/api/v1/channels/{name}", tag = "admin",
+    params(("name" = String, Path, description = "Channel name")),
+    request_body(content = Object, description = "{\"kind\": ..., ...settings}"),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = ChannelView),
+        (status = 400, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody),
+    ))]
+pub async fn put_channel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<serde_json::Value>,
+) -> Result<Json<ChannelView>, ApiError> {
+    require_admin(&state, &headers)?;
+    let spec = parse_spec(body)?;
+    state
+        .channel_manager
+        .put(&name, spec.clone(), false)
+        .await
+        .map_err(change_error)?;
+    Ok(Json(view(
+        &name,
+        spec.kind(),
+        Some(&spec),
+        Some(Source::Api),
+    )))
+}
+
+/// Removes a channel added through this API (admin).
+#[utoipa::path(delete, path = "/api/v1/channels/{name}", tag = "admin",
+    params(("name" = String, Path, description = "Channel name")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "removed; it stops receiving"),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody),
+    ))]
+pub async fn delete_channel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&state, &headers)?;
+    state
+        .channel_manager
+        .delete(&name)
+        .await
+        .map_err(change_error)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Receives an update for a Telegram bot in webhook mode (called by Telegram).
@@ -174,7 +293,13 @@ pub async fn telegram_webhook(
             format!("no Telegram channel '{name}' receiving by webhook"),
         )
     };
-    let bot = state.telegram.get(&name).ok_or_else(not_found)?;
+    let bot = state
+        .channels
+        .current()
+        .telegram
+        .get(&name)
+        .cloned()
+        .ok_or_else(not_found)?;
     let body = body.map_err(|r| body_error(r, state.config.http.max_body_bytes))?;
     let secret = headers
         .get(TELEGRAM_SECRET_HEADER)

@@ -191,8 +191,9 @@ pub async fn webhook_message(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let channel = state.webhooks.get(&name).ok_or_else(|| {
-        let mut known: Vec<&str> = state.webhooks.keys().map(String::as_str).collect();
+    let set = state.channels.current();
+    let channel = set.webhooks.get(&name).ok_or_else(|| {
+        let mut known: Vec<&str> = set.webhooks.keys().map(String::as_str).collect();
         known.sort_unstable();
         let known = if known.is_empty() {
             "none".to_string()

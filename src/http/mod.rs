@@ -11,17 +11,13 @@ mod handlers;
 mod kb;
 mod nlu;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, Method, StatusCode};
 use axum::routing::{get, post, put};
 use axum::Extension;
-use frontdesk_channels::discord::DiscordChannel;
-use frontdesk_channels::telegram::TelegramChannel;
 use frontdesk_channels::webchat::WebChat;
-use frontdesk_channels::webhook::WebhookChannel;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -40,9 +36,9 @@ pub struct AppState {
     pub store: Store,
     pub router: Arc<Router>,
     pub webchat: Option<Arc<WebChat>>,
-    pub webhooks: Arc<HashMap<String, Arc<WebhookChannel>>>,
-    pub telegram: Arc<HashMap<String, Arc<TelegramChannel>>>,
-    pub discord: Arc<HashMap<String, Arc<DiscordChannel>>>,
+    /// Every channel now (the configured ones and those added through the admin API).
+    pub channels: Arc<crate::registry::Registry>,
+    pub channel_manager: Arc<crate::registry::Manager>,
     pub knowledge: Option<Arc<crate::knowledge::KnowledgeBase>>,
     pub nlu: Option<crate::nlu::Nlu>,
     pub metrics: PrometheusHandle,
@@ -62,6 +58,9 @@ pub struct AppState {
         handlers::retry_delivery,
         channels::list_channels,
         channels::get_channel,
+        channels::create_channel,
+        channels::put_channel,
+        channels::delete_channel,
         channels::telegram_webhook,
         handlers::healthz,
         handlers::readyz,
@@ -236,8 +235,16 @@ pub fn routes(state: AppState) -> axum::Router {
             "/api/v1/kb/articles/{id}",
             get(kb::get).put(kb::put).delete(kb::delete),
         )
-        .route("/api/v1/channels", get(channels::list_channels))
-        .route("/api/v1/channels/{name}", get(channels::get_channel))
+        .route(
+            "/api/v1/channels",
+            get(channels::list_channels).post(channels::create_channel),
+        )
+        .route(
+            "/api/v1/channels/{name}",
+            get(channels::get_channel)
+                .put(channels::put_channel)
+                .delete(channels::delete_channel),
+        )
         .route(
             "/api/v1/channels/{name}/messages",
             post(handlers::webhook_message),
