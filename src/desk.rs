@@ -482,6 +482,17 @@ impl Desk {
         Ok(c)
     }
 
+    /// An assigned conversation is managed (transferred, resolved, handed back) by its owner or an
+    /// admin; a waiting one by anyone who may see it.
+    fn may_manage(caller: &Caller, c: &Conversation, what: &str) -> DeskResult<()> {
+        if c.status == "assigned" && !caller.owns(c) && !caller.is_admin() {
+            return Err(DeskError::Forbidden(format!(
+                "only the agent who owns the conversation (or an admin) may {what}"
+            )));
+        }
+        Ok(())
+    }
+
     fn agent<'a>(&self, caller: &'a Caller, what: &str) -> DeskResult<&'a Agent> {
         caller.agent.as_ref().ok_or_else(|| {
             DeskError::Forbidden(format!(
@@ -586,11 +597,7 @@ impl Desk {
         to_team: Option<&str>,
     ) -> DeskResult<Summary> {
         let c = self.load(caller, id).await?;
-        if c.status == "assigned" && !caller.owns(&c) && !caller.is_admin() {
-            return Err(DeskError::Forbidden(
-                "only the agent who owns the conversation (or an admin) may transfer it".into(),
-            ));
-        }
+        Self::may_manage(caller, &c, "transfer it")?;
         let by = caller.name();
         match (to_agent, to_team) {
             (Some(agent_id), None) => {
@@ -649,11 +656,7 @@ impl Desk {
     /// Closes the conversation and asks the customer for a rating.
     pub async fn resolve(&self, caller: &Caller, id: &str) -> DeskResult<Summary> {
         let c = self.load(caller, id).await?;
-        if c.status == "assigned" && !caller.owns(&c) && !caller.is_admin() {
-            return Err(DeskError::Forbidden(
-                "only the agent who owns the conversation (or an admin) may resolve it".into(),
-            ));
-        }
+        Self::may_manage(caller, &c, "resolve it")?;
         let by = caller.name();
         let change = StatusChange::new(Action::Resolve, by.clone(), format!("{by} resolved it"));
         self.store.apply_change(id, &change).await?;
@@ -673,11 +676,7 @@ impl Desk {
     /// Gives the conversation back to the bot.
     pub async fn hand_back(&self, caller: &Caller, id: &str) -> DeskResult<Summary> {
         let c = self.load(caller, id).await?;
-        if c.status == "assigned" && !caller.owns(&c) && !caller.is_admin() {
-            return Err(DeskError::Forbidden(
-                "only the agent who owns the conversation (or an admin) may hand it back".into(),
-            ));
-        }
+        Self::may_manage(caller, &c, "hand it back")?;
         let by = caller.name();
         let change = StatusChange::new(
             Action::HandBack,

@@ -26,47 +26,60 @@ fn browser_available() -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::test]
-async fn the_demo_page_widget_chats_in_headless_chromium() {
-    if let Err(why) = browser_available() {
-        assert!(
-            std::env::var("FRONTDESK_REQUIRE_BROWSER").is_err(),
-            "browser test required but {why}"
-        );
-        eprintln!("SKIPPED browser test: {why} (scripts/test installs it)");
-        return;
+/// Whether to run: false (and a SKIPPED line) without a browser, unless the suite requires one.
+fn should_run() -> bool {
+    match browser_available() {
+        Ok(()) => true,
+        Err(why) => {
+            assert!(
+                std::env::var("FRONTDESK_REQUIRE_BROWSER").is_err(),
+                "browser test required but {why}"
+            );
+            eprintln!("SKIPPED browser test: {why} (scripts/test installs it)");
+            false
+        }
     }
-    let server = Server::start(Options::new(&Backend::Sqlite)).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/widget.mjs");
+}
+
+/// Runs `tests/browser/<script>` with `args` against the server; fails with its output and the
+/// server's log unless it passes and prints `ok_line`.
+async fn run_script(server: &Server, script: &str, args: &[&str], ok_line: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(script);
     let run = tokio::process::Command::new("node")
-        .arg(script)
-        .arg("--base")
-        .arg(&server.base)
+        .arg(path)
+        .args(["--base", &server.base])
+        .args(args)
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(180), run)
+    let out = tokio::time::timeout(Duration::from_secs(240), run)
         .await
-        .expect("browser test finished within 180 s")
+        .unwrap_or_else(|_| panic!("{script} finished within 240 s"))
         .expect("run node");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "browser test failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        "{script} failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
         out.status,
         server.log()
     );
-    assert!(stdout.contains("browser widget test: ok"), "{stdout}");
+    assert!(stdout.contains(ok_line), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_demo_page_widget_chats_in_headless_chromium() {
+    if !should_run() {
+        return;
+    }
+    let server = Server::start(Options::new(&Backend::Sqlite)).await;
+    run_script(&server, "widget.mjs", &[], "browser widget test: ok").await;
 }
 
 #[tokio::test]
 async fn an_agent_takes_over_an_angry_widget_customer_in_the_console() {
-    if let Err(why) = browser_available() {
-        assert!(
-            std::env::var("FRONTDESK_REQUIRE_BROWSER").is_err(),
-            "browser test required but {why}"
-        );
-        eprintln!("SKIPPED browser test: {why} (scripts/test installs it)");
+    if !should_run() {
         return;
     }
     let mut opts = Options::new(&Backend::Sqlite);
@@ -75,25 +88,16 @@ async fn an_agent_takes_over_an_angry_widget_customer_in_the_console() {
     server
         .add_agent("anna@example.com", "Anna", "en,ru,vi,zh", 3)
         .await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.mjs");
-    let run = tokio::process::Command::new("node")
-        .arg(script)
-        .args(["--base", &server.base])
-        .args(["--email", "anna@example.com"])
-        .args(["--password", common::AGENT_PASSWORD])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(240), run)
-        .await
-        .expect("console browser test finished within 240 s")
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "console browser test failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
-        out.status,
-        server.log()
-    );
-    assert!(stdout.contains("browser console test: ok"), "{stdout}");
+    run_script(
+        &server,
+        "console.mjs",
+        &[
+            "--email",
+            "anna@example.com",
+            "--password",
+            common::AGENT_PASSWORD,
+        ],
+        "browser console test: ok",
+    )
+    .await;
 }
