@@ -745,9 +745,10 @@ impl Desk {
         Ok(())
     }
 
-    /// Knowledge-base answers for the latest customer message.
+    /// Knowledge-base answers for the latest customer message: articles in the customer's language
+    /// first (the agent sends the text as it is), then the others, each group best first.
     pub async fn suggestions(&self, caller: &Caller, id: &str) -> DeskResult<Vec<Suggestion>> {
-        self.load(caller, id).await?;
+        let c = self.load(caller, id).await?;
         let Some(kb) = &self.knowledge else {
             return Ok(Vec::new());
         };
@@ -760,11 +761,16 @@ impl Desk {
             return Ok(Vec::new());
         };
         let found = kb
-            .search(&last.message.text, 3)
+            .search(&last.message.text, 8)
             .await
             .map_err(|e| DeskError::Invalid(format!("knowledge search failed: {e}")))?;
+        let mut hits = found.hits;
+        if let Some(lang) = c.language.as_deref() {
+            // A stable sort keeps the score order within each group.
+            hits.sort_by_key(|h| h.lang.as_deref().is_some_and(|l| l != lang));
+        }
         let mut out = Vec::new();
-        for hit in found.hits {
+        for hit in hits.into_iter().take(3) {
             if let Ok(Some(article)) = kb.get(&hit.article_id).await {
                 out.push(Suggestion {
                     text: crate::pipeline::plain_text(&article.article.body),

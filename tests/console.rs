@@ -441,6 +441,23 @@ async fn agents_need_a_session_and_see_only_their_teams() {
     );
     let (code, _) = anna.get(&format!("/api/v1/conversations/{c}")).await;
     assert_eq!(code, 200, "Anna (every team) sees it");
+
+    // Suggested answers are for the latest customer message, in the customer's language first.
+    says(&server, "t1", "t1-2", "How do I restart my router?").await;
+    wait_view(&server, &c, "second message stored", |v| {
+        has_text(v, "customer", "restart my router")
+    })
+    .await;
+    let (code, body) = anna
+        .get(&format!("/api/v1/conversations/{c}/suggestions"))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let first = &body["suggestions"][0];
+    assert_eq!(
+        first["title"], "Restart your router to fix most connection problems",
+        "{body:#}"
+    );
+    assert!(first["text"].as_str().is_some_and(|t| t.contains("Nimbus Hub")), "{first}");
     let (code, body) = bob
         .post(
             &format!("/api/v1/conversations/{c}/transfer"),
