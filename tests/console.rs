@@ -457,7 +457,12 @@ async fn agents_need_a_session_and_see_only_their_teams() {
         first["title"], "Restart your router to fix most connection problems",
         "{body:#}"
     );
-    assert!(first["text"].as_str().is_some_and(|t| t.contains("Nimbus Hub")), "{first}");
+    assert!(
+        first["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Nimbus Hub")),
+        "{first}"
+    );
     let (code, body) = bob
         .post(
             &format!("/api/v1/conversations/{c}/transfer"),
