@@ -403,24 +403,13 @@ impl Store {
             created_at_ms: now,
         })
     }
+}
 
-    /// Conversations waiting for a person: highest priority first, then the longest waiting.
-    pub async fn queued(&self) -> Result<Vec<Conversation>> {
-        let rows = sqlx::query(
-            "SELECT id FROM conversations WHERE status = 'queued' \
-             ORDER BY priority DESC, queued_at ASC, id ASC LIMIT 1000",
-        )
-        .fetch_all(&self.write)
-        .await
-        .map_err(db("reading the queue"))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let id: String = r.try_get("id").map_err(db("reading the queue"))?;
-            if let Some(c) = self.conversation(&id).await? {
-                out.push(c);
-            }
-        }
-        Ok(out)
+/// Records how long a conversation waited in the queue before a person took it.
+pub fn record_wait(c: &Conversation) {
+    if let Some(q) = c.queued_at {
+        let waited = (now_ms() - q).max(0) as f64 / 1000.0;
+        metrics::histogram!(m::QUEUE_WAIT_SECONDS).record(waited);
     }
 }
 
@@ -566,20 +555,11 @@ impl Desk {
         let applied = self.store.apply_change(id, &change).await?;
         metrics::counter!(m::ASSIGNMENTS, "way" => "take").increment(1);
         if applied.from == Status::Queued {
-            self.record_wait(id).await;
+            record_wait(&c);
         }
         self.agent_joined(&c, &agent.name).await?;
         self.changed(id);
         self.summary(id).await
-    }
-
-    async fn record_wait(&self, id: &str) {
-        if let Ok(Some(s)) = self.store.summary(id, |_| "").await {
-            if let Some(q) = s.queued_at_ms {
-                let waited = (now_ms() - q).max(0) as f64 / 1000.0;
-                metrics::histogram!(m::QUEUE_WAIT_SECONDS).record(waited);
-            }
-        }
     }
 
     pub async fn agent_joined(&self, c: &Conversation, name: &str) -> DeskResult<()> {

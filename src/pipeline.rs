@@ -664,6 +664,7 @@ mod tests {
             unanswered: 0,
             assignee: None,
             team: None,
+            queued_at: None,
             rating_requested_at: None,
             rating: None,
             declined_by: None,

@@ -96,12 +96,7 @@ impl Queue {
                     assigned += 1;
                     metrics::counter!(m::ASSIGNMENTS, "way" => "queue").increment(1);
                     self.forget(&c.id);
-                    if let Ok(Some(s)) = store.summary(&c.id, |_| "").await {
-                        if let Some(q) = s.queued_at_ms {
-                            metrics::histogram!(m::QUEUE_WAIT_SECONDS)
-                                .record((now_ms() - q).max(0) as f64 / 1000.0);
-                        }
-                    }
+                    crate::desk::record_wait(&c);
                     self.desk.agent_joined(&c, &agent.name).await?;
                     self.desk.live.touch(&c.id);
                     if let Some(a) = agents.iter_mut().find(|a| a.id == agent.id) {
@@ -202,6 +197,7 @@ mod tests {
             unanswered: 0,
             assignee: None,
             team: team.map(String::from),
+            queued_at: None,
             rating_requested_at: None,
             rating: None,
             declined_by: None,

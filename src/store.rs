@@ -69,6 +69,33 @@ pub enum Backend {
     Postgres,
 }
 
+const CONVERSATION_SQL: &str = "SELECT c.id, c.channel, c.contact_id, i.external_id, c.status, \
+     c.language, c.priority, c.last_seq, c.processed_seq, c.unanswered, c.assignee, c.team, \
+     c.queued_at, c.rating_requested_at, c.rating, c.declined_by FROM conversations c \
+     JOIN contact_identities i ON i.contact_id = c.contact_id AND i.channel = c.channel";
+
+fn conversation_from_row(r: &AnyRow) -> Result<Conversation> {
+    let get = |e| StoreError::Db("reading a conversation", e);
+    Ok(Conversation {
+        id: r.try_get("id").map_err(get)?,
+        channel: r.try_get("channel").map_err(get)?,
+        contact_id: r.try_get("contact_id").map_err(get)?,
+        contact_external_id: r.try_get("external_id").map_err(get)?,
+        status: r.try_get("status").map_err(get)?,
+        language: r.try_get("language").map_err(get)?,
+        priority: r.try_get("priority").map_err(get)?,
+        last_seq: r.try_get("last_seq").map_err(get)?,
+        processed_seq: r.try_get("processed_seq").map_err(get)?,
+        unanswered: r.try_get("unanswered").map_err(get)?,
+        assignee: r.try_get("assignee").map_err(get)?,
+        team: r.try_get("team").map_err(get)?,
+        queued_at: r.try_get("queued_at").map_err(get)?,
+        rating_requested_at: r.try_get("rating_requested_at").map_err(get)?,
+        rating: r.try_get("rating").map_err(get)?,
+        declined_by: r.try_get("declined_by").map_err(get)?,
+    })
+}
+
 /// A conversation as the pipeline needs it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Conversation {
@@ -88,6 +115,8 @@ pub struct Conversation {
     pub assignee: Option<String>,
     /// The team that should handle it.
     pub team: Option<String>,
+    /// When it entered the queue (last time).
+    pub queued_at: Option<i64>,
     /// When the customer was asked for a satisfaction rating (after resolving).
     pub rating_requested_at: Option<i64>,
     pub rating: Option<i64>,
@@ -824,36 +853,26 @@ impl Store {
     }
 
     pub async fn conversation(&self, id: &str) -> Result<Option<Conversation>> {
-        let row = sqlx::query(
-            "SELECT c.id, c.channel, c.contact_id, i.external_id, c.status, c.language, c.priority, \
-             c.last_seq, c.processed_seq, c.unanswered, c.assignee, c.team, c.rating_requested_at, \
-             c.rating, c.declined_by FROM conversations c \
-             JOIN contact_identities i ON i.contact_id = c.contact_id AND i.channel = c.channel \
-             WHERE c.id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(db("reading a conversation"))?;
-        let Some(r) = row else { return Ok(None) };
-        let get = |e| StoreError::Db("reading a conversation", e);
-        Ok(Some(Conversation {
-            id: r.try_get("id").map_err(get)?,
-            channel: r.try_get("channel").map_err(get)?,
-            contact_id: r.try_get("contact_id").map_err(get)?,
-            contact_external_id: r.try_get("external_id").map_err(get)?,
-            status: r.try_get("status").map_err(get)?,
-            language: r.try_get("language").map_err(get)?,
-            priority: r.try_get("priority").map_err(get)?,
-            last_seq: r.try_get("last_seq").map_err(get)?,
-            processed_seq: r.try_get("processed_seq").map_err(get)?,
-            unanswered: r.try_get("unanswered").map_err(get)?,
-            assignee: r.try_get("assignee").map_err(get)?,
-            team: r.try_get("team").map_err(get)?,
-            rating_requested_at: r.try_get("rating_requested_at").map_err(get)?,
-            rating: r.try_get("rating").map_err(get)?,
-            declined_by: r.try_get("declined_by").map_err(get)?,
-        }))
+        let sql = format!("{CONVERSATION_SQL} WHERE c.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db("reading a conversation"))?;
+        row.as_ref().map(conversation_from_row).transpose()
+    }
+
+    /// Conversations waiting for a person: highest priority first, then the longest waiting.
+    pub async fn queued(&self) -> Result<Vec<Conversation>> {
+        let sql = format!(
+            "{CONVERSATION_SQL} WHERE c.status = 'queued' \
+             ORDER BY c.priority DESC, c.queued_at ASC, c.id ASC LIMIT 1000"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.write)
+            .await
+            .map_err(db("reading the queue"))?;
+        rows.iter().map(conversation_from_row).collect()
     }
 
     /// Customer messages the pipeline has not handled yet, oldest first.

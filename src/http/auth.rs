@@ -58,7 +58,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer "))
 }
 
-fn is_admin_token(state: &AppState, given: &str) -> bool {
+/// Whether `given` is the configured admin token (compared in constant time).
+pub(super) fn is_admin_token(state: &AppState, given: &str) -> bool {
     let Some(expected) = state.config.admin.token.as_deref() else {
         return false;
     };
