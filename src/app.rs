@@ -127,7 +127,12 @@ impl App {
             canned: read_canned(&config.console.canned)?,
             teams,
         });
-        let queue = Queue::new(desk.clone(), config.handoff.hours.clone());
+        let idle = config.handoff.idle_resolve_secs;
+        let queue = Queue::new(
+            desk.clone(),
+            config.handoff.hours.clone(),
+            (idle > 0).then(|| Duration::from_secs(idle)),
+        );
         let outbox = Outbox::new(
             store.clone(),
             registry.clone(),

@@ -38,6 +38,9 @@ pub struct HandoffConfig {
     /// When people answer; outside these hours a queued customer is told when someone will
     /// answer, and the conversation waits as a ticket. None = always staffed.
     pub hours: Option<WorkingHours>,
+    /// A conversation waiting for or owned by a person with no message for this long is resolved
+    /// by timeout (its agent's slot freed); 0 = never.
+    pub idle_resolve_secs: u64,
 }
 
 /// `[handoff.hours]`: `utc_offset = "+03:00"`, `days = ["mon", ..., "fri"]`, `open = "09:00"`,
@@ -130,6 +133,7 @@ impl Default for HandoffConfig {
             angry_priority: 2,
             anxious_priority: 1,
             hours: None,
+            idle_resolve_secs: 0,
         }
     }
 }

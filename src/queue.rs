@@ -38,22 +38,28 @@ pub struct Queue {
     desk: Arc<Desk>,
     wakeup: Arc<Notify>,
     hours: Option<WorkingHours>,
+    /// Resolve conversations a person holds after this long without a message.
+    idle: Option<Duration>,
     /// Conversations already told their place in the queue (told once per stay).
     told: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Queue {
-    pub fn new(desk: Arc<Desk>, hours: Option<WorkingHours>) -> Arc<Self> {
+    pub fn new(desk: Arc<Desk>, hours: Option<WorkingHours>, idle: Option<Duration>) -> Arc<Self> {
         Arc::new(Self {
             wakeup: desk.queue_wakeup.clone(),
             desk,
             hours,
+            idle,
             told: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
+            if let Err(e) = self.resolve_idle().await {
+                tracing::error!(error = %e, "the queue could not resolve idle conversations");
+            }
             if let Err(e) = self.assign_waiting().await {
                 tracing::error!(error = %e, "the queue could not assign conversations");
             }
@@ -120,6 +126,41 @@ impl Queue {
         }
         self.tell_places(&waiting).await?;
         Ok(assigned)
+    }
+
+    /// Resolves queued and assigned conversations without a message for the idle time: a
+    /// forgotten chat must not hold an agent's slot forever.
+    pub async fn resolve_idle(&self) -> anyhow::Result<usize> {
+        let Some(idle) = self.idle else {
+            return Ok(0);
+        };
+        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+        let ids = self
+            .desk
+            .store
+            .idle_human_conversations(now_ms().saturating_sub(idle_ms))
+            .await?;
+        let mut resolved = 0;
+        for id in ids {
+            let mut change = StatusChange::new(
+                Action::Resolve,
+                "timeout",
+                format!("no message for {} s", idle.as_secs()),
+            );
+            change.details = serde_json::json!({ "idle_secs": idle.as_secs() });
+            match self.desk.store.apply_change(&id, &change).await {
+                Ok(_) => {
+                    resolved += 1;
+                    self.forget(&id);
+                    self.desk.live.touch(&id);
+                    tracing::info!(conversation = %id, "resolved after being idle");
+                }
+                // A message or an agent got there first.
+                Err(ChangeError::Conflict(_)) | Err(ChangeError::Refused(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(resolved)
     }
 
     fn forget(&self, id: &str) {

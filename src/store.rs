@@ -862,6 +862,21 @@ impl Store {
         row.as_ref().map(conversation_from_row).transpose()
     }
 
+    /// Queued and assigned conversations whose last message is older than `before` (ms).
+    pub async fn idle_human_conversations(&self, before: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM conversations WHERE status IN ('queued', 'assigned') \
+             AND COALESCE(last_message_at, updated_at) < $1 ORDER BY id LIMIT 500",
+        )
+        .bind(before)
+        .fetch_all(&self.write)
+        .await
+        .map_err(db("looking for idle conversations"))?;
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(db("reading a conversation id")))
+            .collect()
+    }
+
     /// Conversations waiting for a person: highest priority first, then the longest waiting.
     pub async fn queued(&self) -> Result<Vec<Conversation>> {
         let sql = format!(

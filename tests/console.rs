@@ -549,3 +549,39 @@ async fn the_console_socket_streams_changes_and_resumes_without_gaps() {
     let reset = console.next().await;
     assert_eq!(reset["type"], "reset");
 }
+
+#[tokio::test]
+async fn an_idle_conversation_is_resolved_by_timeout_and_frees_the_agents_slot() {
+    let mut opts = Options::new(&Backend::Sqlite);
+    opts.knowledge = true;
+    opts.extra_toml = "[handoff]\nidle_resolve_secs = 2\n".into();
+    let server = Server::start(opts).await;
+    server.add_agent("anna@example.com", "Anna", "", 1).await;
+    let anna = server.login("anna@example.com").await;
+    let c = says(&server, "i1", "i1-1", ASK_FOR_PERSON).await;
+    wait_view(&server, &c, "assigned", |v| status(v) == "assigned").await;
+    // Nobody writes: within the idle time plus one pass of the queue it is resolved.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let v = loop {
+        let v = server
+            .admin_get(&format!("/api/v1/conversations/{c}"))
+            .await;
+        if status(&v) == "resolved" {
+            break v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not resolved: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let last = v["events"]
+        .as_array()
+        .and_then(|e| e.last())
+        .expect("event");
+    assert_eq!(last["actor"], "timeout");
+    assert_eq!(last["from_status"], "assigned");
+    assert_eq!(last["reason"], "no message for 2 s");
+    let (_, me) = anna.get("/api/v1/auth/me").await;
+    assert_eq!(me["agent"]["load"], 0, "the slot is free again");
+}
