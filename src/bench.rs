@@ -154,13 +154,7 @@ async fn ingest(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     );
     println!("  acknowledged: {acked} messages in {:.2} s = {:.0} messages/s ({failures} sessions failed)",
         elapsed.as_secs_f64(), acked as f64 / elapsed.as_secs_f64());
-    println!(
-        "  ack latency: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        hist.value_at_quantile(0.50) as f64 / 1000.0,
-        hist.value_at_quantile(0.90) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0,
-        hist.max() as f64 / 1000.0
-    );
+    println!("  ack latency: {}", latency_ms(&hist));
     println!(
         "  machine: {} cores; client and server in one process",
         std::thread::available_parallelism()
@@ -170,6 +164,18 @@ async fn ingest(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     Ok(())
+}
+
+/// "p50 …, p90 …, p99 …, max … ms" of a histogram recorded in microseconds.
+pub(crate) fn latency_ms(hist: &Histogram<u64>) -> String {
+    let ms = |us: u64| us as f64 / 1000.0;
+    format!(
+        "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(hist.value_at_quantile(0.50)),
+        ms(hist.value_at_quantile(0.90)),
+        ms(hist.value_at_quantile(0.99)),
+        ms(hist.max())
+    )
 }
 
 async fn session(

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agents::{NewAgent, Role};
 use crate::app::App;
+use crate::bench::latency_ms;
 use crate::config::Config;
 
 #[derive(clap::Args)]
@@ -210,35 +211,26 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "bench relay: backend {backend}, {} open conversations, {} agents, {} messages per conversation each way ({failures} conversations failed)",
         args.conversations, args.agents, args.messages
     );
     println!(
-        "  agent -> customer (REST reply until the widget socket shows it): {} messages, {:.0} messages/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "  agent -> customer (REST reply until the widget socket shows it): {} messages, {:.0} messages/s; latency {}",
         to_customer.len(),
         to_customer.len() as f64 / agent_phase.as_secs_f64().max(1e-9),
-        ms(&to_customer, 0.5),
-        ms(&to_customer, 0.9),
-        ms(&to_customer, 0.99),
-        to_customer.max() as f64 / 1000.0
+        latency_ms(&to_customer)
     );
     println!(
-        "    of which stored and queued (the REST answer, 201): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms",
-        ms(&stored, 0.5),
-        ms(&stored, 0.9),
-        ms(&stored, 0.99)
+        "    of which stored and queued (the REST answer, 201): {}",
+        latency_ms(&stored)
     );
     println!(
-        "  customer -> agent (widget message until the agent's console shows it): {} messages, {:.0} messages/s (phase {:.1} s); latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "  customer -> agent (widget message until the agent's console shows it): {} messages, {:.0} messages/s (phase {:.1} s); latency {}",
         to_agent.len(),
         to_agent.len() as f64 / customer_phase.as_secs_f64().max(1e-9),
         customer_phase.as_secs_f64(),
-        ms(&to_agent, 0.5),
-        ms(&to_agent, 0.9),
-        ms(&to_agent, 0.99),
-        to_agent.max() as f64 / 1000.0
+        latency_ms(&to_agent)
     );
     println!(
         "  machine: {} cores; clients and gateway in one process",

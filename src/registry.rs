@@ -213,17 +213,29 @@ impl Registry {
                     .map(|(n, c)| (n.clone(), ChannelSpec::Discord(c.clone()))),
             );
         for (name, spec) in all {
-            let built = self.build(&name, &spec)?;
-            self.swap(&name, Some(&built));
-            specs.insert(
-                name,
-                Running {
-                    spec,
-                    source: Source::Config,
-                    stop: None,
-                },
-            );
+            self.add(&mut specs, name, spec, Source::Config)?;
         }
+        Ok(())
+    }
+
+    /// Builds a channel and makes it current (its receiver starts with the gateway).
+    fn add(
+        &self,
+        specs: &mut BTreeMap<String, Running>,
+        name: String,
+        spec: ChannelSpec,
+        source: Source,
+    ) -> anyhow::Result<()> {
+        let built = self.build(&name, &spec)?;
+        self.swap(&name, Some(&built));
+        specs.insert(
+            name,
+            Running {
+                spec,
+                source,
+                stop: None,
+            },
+        );
         Ok(())
     }
 
@@ -243,16 +255,7 @@ impl Registry {
                     continue;
                 }
             };
-            let built = self.build(&name, &spec)?;
-            self.swap(&name, Some(&built));
-            specs.insert(
-                name,
-                Running {
-                    spec,
-                    source: Source::Api,
-                    stop: None,
-                },
-            );
+            self.add(&mut specs, name, spec, Source::Api)?;
         }
         Ok(())
     }
