@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::desk::{read_canned, Desk};
 use crate::embed::Embedder;
 use crate::http::{self, AppState};
-use crate::knowledge::KnowledgeBase;
+use crate::knowledge::{Centering, KnowledgeBase};
 use crate::live::Live;
 use crate::nlu::Nlu;
 use crate::outbox::Outbox;
@@ -268,6 +268,11 @@ pub async fn open_knowledge(
         embedding.embedder.clone(),
         config.knowledge.clone(),
         embedding.model.clone(),
+    )
+    .with_centering(
+        Centering::build(&embedding.embedder, &config.languages)
+            .await?
+            .map(Arc::new),
     );
     if kb.is_empty().await? {
         match &config.knowledge.import_dir {

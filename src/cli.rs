@@ -119,17 +119,14 @@ pub async fn eval(cmd: EvalCommand, config: &Config) -> anyhow::Result<()> {
         summary.failed.is_empty(),
         "the knowledge base did not import cleanly:\n{summary}"
     );
-    let (mut answer, mut suggest) = (
-        config.knowledge.answer_threshold,
-        config.knowledge.suggest_threshold,
-    );
+    let mut thresholds = config.knowledge.thresholds();
     if let Some(tune) = calibrate {
         let tune_queries = eval::read_queries(&tune)?;
         let outcomes = eval::run(&kb, &tune_queries).await?;
-        (answer, suggest) = eval::calibrate(&outcomes);
+        thresholds = eval::calibrate(&outcomes);
         if !json {
             println!(
-                "calibrated on {} ({} queries): answer >= {answer:.4}, suggest >= {suggest:.4}",
+                "calibrated on {} ({} queries): {thresholds}",
                 tune.display(),
                 tune_queries.len()
             );
@@ -138,7 +135,7 @@ pub async fn eval(cmd: EvalCommand, config: &Config) -> anyhow::Result<()> {
     let labelled =
         eval::read_queries(&queries).with_context(|| format!("reading {}", queries.display()))?;
     let outcomes = eval::run(&kb, &labelled).await?;
-    let report = eval::report(&outcomes, answer, suggest);
+    let report = eval::report(&outcomes, thresholds);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -149,7 +146,7 @@ pub async fn eval(cmd: EvalCommand, config: &Config) -> anyhow::Result<()> {
             summary.created
         );
         if show_misses {
-            for line in eval::misses(&outcomes, suggest) {
+            for line in eval::misses(&outcomes, thresholds.suggest) {
                 println!("  {line}");
             }
         }

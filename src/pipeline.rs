@@ -265,7 +265,7 @@ fn knowledge_annotation(result: &SearchResult) -> serde_json::Value {
         .iter()
         .map(|h| json!({ "article_id": h.article_id, "title": h.title, "score": h.score, "part": h.part, "matched": h.matched }))
         .collect();
-    json!({ "decision": result.decision, "hits": hits })
+    json!({ "decision": result.decision, "confidence": result.confidence, "hits": hits })
 }
 
 /// Decides what to do: answer from the knowledge base above its answer threshold, suggest
@@ -294,7 +294,12 @@ impl Stage for PolicyStage {
                         hit: hit.clone(),
                     },
                     "answer",
-                    format!("best article {} scored {:.3}", hit.article_id, hit.score),
+                    format!(
+                        "best article {} scored {:.3}, confidence {:.3}",
+                        hit.article_id,
+                        hit.score,
+                        r.confidence.unwrap_or(hit.score)
+                    ),
                 ),
                 (knowledge::Decision::Suggest, Some(hit)) => (
                     Decision::Suggest {
@@ -303,8 +308,10 @@ impl Stage for PolicyStage {
                     },
                     "suggest",
                     format!(
-                        "best article {} scored {:.3}, below the answer threshold",
-                        hit.article_id, hit.score
+                        "best article {} scored {:.3}, confidence {:.3} below the answer threshold",
+                        hit.article_id,
+                        hit.score,
+                        r.confidence.unwrap_or(hit.score)
                     ),
                 ),
                 (_, best) => (

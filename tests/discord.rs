@@ -41,7 +41,7 @@ async fn a_direct_message_gets_the_knowledge_answer_over_rest() {
         "510000000000000001",
         DM,
         "400000000000000001",
-        "How do I reset my router?",
+        "How do I restart my router?",
     );
     let posted = fake.wait_posted(DM, 1).await;
     assert!(content(&posted[0]).contains(ROUTER_TITLE), "{}", posted[0]);
@@ -52,7 +52,7 @@ async fn a_direct_message_gets_the_knowledge_answer_over_rest() {
         "510000000000000099",
         DM,
         serde_json::json!({"id": support::discord_fake::BOT_USER_ID, "username": "support-bot", "discriminator": "0", "bot": true}),
-        "How do I reset my router?",
+        "How do I restart my router?",
         None,
     );
     fake.dispatch("MESSAGE_CREATE", echo);

@@ -141,17 +141,40 @@ async fn importing_updating_and_deleting_articles_changes_search() {
 #[tokio::test]
 async fn questions_in_other_languages_find_the_right_article() {
     let server = kb_server().await;
-    // English article, asked in Russian and Chinese (Vietnamese retrieval is weaker with this
-    // model; `frontdesk eval kb` reports it per language).
-    for q in ["Куда сдать арендованный роутер Nimbus Hub?"] {
+    // Each question is in another language than its article. Retrieval is statistical (about 88%
+    // top-1 on the evaluation set, see `frontdesk eval kb`), so one miss in six is allowed; the
+    // misses are printed.
+    let cases = [
+        // English articles, asked in Russian and Chinese.
+        (
+            "Куда сдать арендованный роутер Nimbus Hub?",
+            "router-return",
+        ),
+        (
+            "Вайфай в спальне еле работает, видео постоянно грузится",
+            "slow-wifi",
+        ),
+        ("我的手机丢了，怎么马上停用SIM卡？", "sim-replacement"),
+        // Russian articles, asked in English and Chinese.
+        (
+            "how do I switch on roaming before my trip abroad?",
+            "roaming",
+        ),
+        ("我想解除合同，需要付违约金吗？", "cancel-contract"),
+        // A Chinese article, asked in English.
+        (
+            "how can I block adult websites on my kids' tablet?",
+            "parental-controls",
+        ),
+    ];
+    let mut misses = Vec::new();
+    for (q, expected) in cases {
         let r = search(&server, q).await;
-        assert_eq!(top(&r).0, "router-return", "{q}: {r:#}");
+        if top(&r).0 != expected {
+            misses.push(format!("{q}: expected {expected}, got {r:#}"));
+        }
     }
-    let r = search(&server, "我的手机丢了，怎么马上停用SIM卡？").await;
-    assert_eq!(top(&r).0, "sim-replacement", "{r:#}");
-    // Russian article, asked in English.
-    let r = search(&server, "how do I switch on roaming before my trip abroad?").await;
-    assert_eq!(top(&r).0, "roaming", "{r:#}");
+    assert!(misses.len() <= 1, "{misses:#?}");
 }
 
 #[tokio::test]
@@ -176,7 +199,8 @@ async fn a_question_the_knowledge_base_cannot_answer_gets_no_article() {
     assert!(text.contains("other words"), "{text}");
     assert!(reply.get("quick_replies").is_none(), "{reply}");
 
-    // A question it can answer gets the article in the reply.
+    // A question it can answer gets the article: as the answer, or as the first suggestion when
+    // a neighbouring article (restarting the router) is close.
     chat.say_and_ack("w2", "How do I return the rented router after I cancel?")
         .await;
     let (answer, _) = chat
@@ -184,10 +208,9 @@ async fn a_question_the_knowledge_base_cannot_answer_gets_no_article() {
         .await;
     let router_return = server.admin_get("/api/v1/kb/articles/router-return").await;
     let title = router_return["title"].as_str().expect("title");
-    assert!(
-        answer["text"].as_str().expect("text").contains(title),
-        "{answer}"
-    );
+    let answered = answer["text"].as_str().expect("text").contains(title);
+    let suggested_first = answer["quick_replies"][0]["title"] == title;
+    assert!(answered || suggested_first, "{answer}");
 }
 
 #[tokio::test]

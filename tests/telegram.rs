@@ -80,7 +80,7 @@ async fn start_greets_in_the_users_language_and_a_question_gets_the_knowledge_an
         greeting[0]
     );
 
-    fake.push_text(TOKEN, 42, 2, "How do I reset my router?");
+    fake.push_text(TOKEN, 42, 2, "How do I restart my router?");
     let sent = fake.wait_sent(TOKEN, 2).await;
     let answer = text(&sent[1]);
     assert!(answer.starts_with(ROUTER_TITLE), "{answer}");

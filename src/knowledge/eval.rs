@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Decision, KnowledgeBase, KnowledgeError};
+use super::{decide, Decision, KnowledgeBase, KnowledgeError, Thresholds};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct LabelledQuery {
@@ -43,12 +43,17 @@ pub struct Outcome {
     pub expect: Option<String>,
     /// Best articles, best first, with scores.
     pub top: Vec<(String, f32)>,
+    /// The answer confidence (best score and lead); none without any article.
+    pub confidence: Option<f32>,
     pub latency_ms: f64,
 }
 
 impl Outcome {
     fn score(&self) -> f32 {
         self.top.first().map(|t| t.1).unwrap_or(f32::MIN)
+    }
+    fn decision(&self, t: Thresholds) -> Decision {
+        decide(self.top.first().map(|t| t.1), self.confidence, t)
     }
     fn top1_correct(&self) -> bool {
         matches!((&self.expect, self.top.first()), (Some(e), Some((id, _))) if e == id)
@@ -73,6 +78,7 @@ pub async fn run(
                 .iter()
                 .map(|h| (h.article_id.clone(), h.score))
                 .collect(),
+            confidence: result.confidence,
             latency_ms: started.elapsed().as_secs_f64() * 1000.0,
         });
     }
@@ -101,22 +107,11 @@ pub struct Figures {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub answer_threshold: f32,
-    pub suggest_threshold: f32,
+    pub thresholds: Thresholds,
     pub all: Figures,
     pub by_language: BTreeMap<String, Figures>,
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
-}
-
-fn decide(score: f32, answer: f32, suggest: f32) -> Decision {
-    if score >= answer {
-        Decision::Answer
-    } else if score >= suggest {
-        Decision::Suggest
-    } else {
-        Decision::None
-    }
 }
 
 fn ratio(n: usize, d: usize) -> f64 {
@@ -127,7 +122,7 @@ fn ratio(n: usize, d: usize) -> f64 {
     }
 }
 
-fn figures(outcomes: &[&Outcome], answer: f32, suggest: f32) -> Figures {
+fn figures(outcomes: &[&Outcome], t: Thresholds) -> Figures {
     let answerable: Vec<&&Outcome> = outcomes.iter().filter(|o| o.expect.is_some()).collect();
     let unanswerable = outcomes.len() - answerable.len();
     let mut f = Figures {
@@ -138,7 +133,7 @@ fn figures(outcomes: &[&Outcome], answer: f32, suggest: f32) -> Figures {
     };
     let (mut top1, mut answered, mut suggested, mut none_ok, mut none_total) = (0, 0, 0, 0, 0);
     for o in outcomes {
-        let d = decide(o.score(), answer, suggest);
+        let d = o.decision(t);
         if d == Decision::None {
             none_total += 1;
             if o.expect.is_none() {
@@ -198,7 +193,7 @@ pub fn misses(outcomes: &[Outcome], suggest: f32) -> Vec<String> {
         .collect()
 }
 
-pub fn report(outcomes: &[Outcome], answer: f32, suggest: f32) -> Report {
+pub fn report(outcomes: &[Outcome], t: Thresholds) -> Report {
     let all: Vec<&Outcome> = outcomes.iter().collect();
     let mut langs: BTreeMap<String, Vec<&Outcome>> = BTreeMap::new();
     for o in outcomes {
@@ -207,12 +202,11 @@ pub fn report(outcomes: &[Outcome], answer: f32, suggest: f32) -> Report {
     let mut lat: Vec<f64> = outcomes.iter().map(|o| o.latency_ms).collect();
     lat.sort_by(f64::total_cmp);
     Report {
-        answer_threshold: answer,
-        suggest_threshold: suggest,
-        all: figures(&all, answer, suggest),
+        thresholds: t,
+        all: figures(&all, t),
         by_language: langs
             .into_iter()
-            .map(|(l, os)| (l, figures(&os, answer, suggest)))
+            .map(|(l, os)| (l, figures(&os, t)))
             .collect(),
         latency_ms_p50: percentile(&lat, 0.5),
         latency_ms_p99: percentile(&lat, 0.99),
@@ -223,10 +217,11 @@ pub fn report(outcomes: &[Outcome], answer: f32, suggest: f32) -> Report {
 ///
 /// The "nothing" boundary (`suggest`) maximizes correct no-answers plus answerable queries kept
 /// above it with the right best article, with no-answer recall given twice the weight (saying
-/// "I don't know" wrongly costs less than a confident wrong answer). The answer threshold is the
-/// lowest score above that boundary at which best articles are right at least 97 % of the time;
-/// between the two the bot only suggests.
-pub fn calibrate(outcomes: &[Outcome]) -> (f32, f32) {
+/// "I don't know" wrongly costs less than a confident wrong answer). Each answer threshold, on
+/// the confidence (score and lead over the second article) and on the score alone, is the lowest
+/// value at which, among the queries above that boundary, best articles are right at least 97 %
+/// of the time; below both the bot only suggests.
+pub fn calibrate(outcomes: &[Outcome]) -> Thresholds {
     let mut candidates: Vec<f32> = outcomes
         .iter()
         .map(Outcome::score)
@@ -260,28 +255,35 @@ pub fn calibrate(outcomes: &[Outcome]) -> (f32, f32) {
         }
     }
     let suggest = best.1;
-    let mut answer = candidates.last().copied().unwrap_or(suggest);
-    for &a in candidates.iter().filter(|&&a| a >= suggest) {
-        let above: Vec<&Outcome> = outcomes.iter().filter(|o| o.score() >= a).collect();
-        if above.is_empty() {
-            break;
-        }
+    let kept: Vec<&Outcome> = outcomes.iter().filter(|o| o.score() >= suggest).collect();
+    Thresholds {
+        answer: precise_from(&kept, |o| o.confidence),
+        answer_score: precise_from(&kept, |o| Some(o.score())),
+        suggest,
+    }
+}
+
+/// The lowest value of `key` above which best articles are right at least 97 % of the time.
+fn precise_from(kept: &[&Outcome], key: impl Fn(&Outcome) -> Option<f32>) -> f32 {
+    let mut values: Vec<f32> = kept.iter().filter_map(|o| key(o)).collect();
+    values.sort_by(f32::total_cmp);
+    values.dedup();
+    for &a in &values {
+        let above: Vec<&&Outcome> = kept
+            .iter()
+            .filter(|o| key(o).is_some_and(|v| v >= a))
+            .collect();
         let right = above.iter().filter(|o| o.top1_correct()).count() as f64;
-        if right / above.len() as f64 >= 0.97 {
-            answer = a;
-            break;
+        if !above.is_empty() && right / above.len() as f64 >= 0.97 {
+            return a;
         }
     }
-    (answer, suggest)
+    f32::INFINITY
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "thresholds: answer >= {:.4}, suggest >= {:.4}",
-            self.answer_threshold, self.suggest_threshold
-        )?;
+        writeln!(f, "{}", self.thresholds)?;
         writeln!(
             f,
             "{:<6} {:>7} {:>8} {:>9} {:>9} {:>7} {:>10} {:>10}",
@@ -324,8 +326,32 @@ mod tests {
             lang: "en".into(),
             expect: expect.map(str::to_string),
             top: vec![(top.to_string(), score)],
+            confidence: Some(score),
             latency_ms: 1.0,
         }
+    }
+
+    #[test]
+    fn a_clear_lead_or_a_high_score_is_answered_and_a_tie_only_suggested() {
+        use crate::knowledge::confidence;
+        let t = Thresholds {
+            answer: 0.40,
+            answer_score: 0.30,
+            suggest: 0.18,
+        };
+        // The same best score: alone at the top, or shared with another article.
+        let clear = Some(confidence(0.25, Some(0.17)));
+        let tie = Some(confidence(0.25, Some(0.249)));
+        assert_eq!(decide(Some(0.25), clear, t), Decision::Answer);
+        assert_eq!(decide(Some(0.25), tie, t), Decision::Suggest);
+        // A score high enough is answered even in a tie.
+        let high_tie = Some(confidence(0.31, Some(0.305)));
+        assert_eq!(decide(Some(0.31), high_tie, t), Decision::Answer);
+        // Below the suggestion boundary nothing is offered, however clear the lead.
+        let low = Some(confidence(0.17, Some(0.0)));
+        assert!(low >= Some(t.answer));
+        assert_eq!(decide(Some(0.17), low, t), Decision::None);
+        assert_eq!(decide(None, None, t), Decision::None);
     }
 
     #[test]
@@ -337,10 +363,11 @@ mod tests {
             o(None, "a", 0.80),
             o(None, "b", 0.79),
         ];
-        let (answer, suggest) = calibrate(&outcomes);
-        assert!(suggest > 0.80 && suggest <= 0.85, "suggest {suggest}");
-        assert!((answer - 0.90).abs() < 1e-6, "answer {answer}");
-        let r = report(&outcomes, answer, suggest);
+        let t = calibrate(&outcomes);
+        assert!(t.suggest > 0.80 && t.suggest <= 0.85, "{t:?}");
+        assert!((t.answer - 0.90).abs() < 1e-6, "{t:?}");
+        assert!((t.answer_score - 0.90).abs() < 1e-6, "{t:?}");
+        let r = report(&outcomes, t);
         assert!((r.all.top1_accuracy - 2.0 / 3.0).abs() < 1e-9);
         assert!((r.all.answered_correctly - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(r.all.no_answer_recall, 1.0);
