@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from e5_torch import VERIFY_SENTENCES, E5Encoder, encode, make_tokenizer, mean_pool
+from e5_torch import VERIFY_SENTENCES, E5Encoder, _builder_module, encode, make_tokenizer, mean_pool
 import os
 
 REPO = Path(__file__).resolve().parents[3]  # scripts/models/clinc-finetune/ -> the repository
@@ -66,11 +65,8 @@ def load(ckpt: Path | None) -> tuple[E5Encoder, dict]:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(4 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The model builder's own file hash, so both manifests are written the same way."""
+    return _builder_module().sha256_file(path)
 
 
 def export(encoder: E5Encoder, path: Path, opset: int, metadata: dict) -> None:
