@@ -330,21 +330,18 @@ impl Store {
 
     /// The agent a session token belongs to, unless it expired.
     pub async fn session_agent(&self, token: &str) -> Result<Option<Agent>> {
-        let row = sqlx::query(
-            "SELECT agent_id FROM agent_sessions WHERE token_hash = $1 AND expires_at > $2",
-        )
-        .bind(token_hash(token))
-        .bind(now_ms())
-        .fetch_optional(&self.read)
-        .await
-        .map_err(db("reading a session"))?;
-        match row {
-            Some(r) => {
-                let id: String = r.try_get("agent_id").map_err(db("reading a session"))?;
-                self.agent(&id).await
-            }
-            None => Ok(None),
-        }
+        // One read, not two: every API request of an agent passes here.
+        let sql = format!(
+            "SELECT {AGENT_COLUMNS} FROM agent_sessions s JOIN agents a ON a.id = s.agent_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(token_hash(token))
+            .bind(now_ms())
+            .fetch_optional(&self.read)
+            .await
+            .map_err(db("reading a session"))?;
+        row.as_ref().map(agent_from_row).transpose()
     }
 
     pub async fn delete_session(&self, token: &str) -> Result<()> {

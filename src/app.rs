@@ -22,6 +22,7 @@ use crate::outbox::Outbox;
 use crate::pipeline::Pipeline;
 use crate::queue::Queue;
 use crate::registry::{Manager, Registry};
+use crate::replies::Replies;
 use crate::router::Router;
 use crate::store::Store;
 
@@ -101,6 +102,12 @@ impl App {
         let wakeup = Arc::new(Notify::new());
         let queue_wakeup = Arc::new(Notify::new());
         let (live, live_task) = Live::new(store.clone(), registry.clone());
+        let outbox = Outbox::new(
+            store.clone(),
+            registry.clone(),
+            config.outbox.clone(),
+            wakeup,
+        );
         let router = Router::new(
             store.clone(),
             registry.clone(),
@@ -110,7 +117,7 @@ impl App {
                 nlu.clone(),
                 config.handoff.clone(),
             )?,
-            wakeup.clone(),
+            outbox.clone(),
             queue_wakeup.clone(),
             live.clone(),
         );
@@ -126,18 +133,13 @@ impl App {
             knowledge: knowledge.clone(),
             canned: read_canned(&config.console.canned)?,
             teams,
+            replies: Replies::start(store.clone(), outbox.clone(), config.outbox.lease_ms),
         });
         let idle = config.handoff.idle_resolve_secs;
         let queue = Queue::new(
             desk.clone(),
             config.handoff.hours.clone(),
             (idle > 0).then(|| Duration::from_secs(idle)),
-        );
-        let outbox = Outbox::new(
-            store.clone(),
-            registry.clone(),
-            config.outbox.clone(),
-            wakeup,
         );
         let state_logins_per_minute = config.console.logins_per_minute;
         let config = Arc::new(config);

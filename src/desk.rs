@@ -20,6 +20,7 @@ use crate::knowledge::KnowledgeBase;
 use crate::live::Live;
 use crate::metrics as m;
 use crate::ownership::{Action, Status};
+use crate::replies::Replies;
 use crate::router::Router;
 use crate::store::{
     db, ChangeError, Conversation, ConversationEvent, NewMessage, Result, StatusChange, Store,
@@ -325,14 +326,12 @@ impl Store {
         rows.iter().map(Self::transcript_message).collect()
     }
 
-    /// Adds a message from the gateway (system notices) or an agent to a conversation and queues
-    /// its delivery through the customer's channel. With `agent`, only while that agent owns the
-    /// conversation (checked in the same transaction).
+    /// Adds a message from the gateway (a system notice) to a conversation and queues its
+    /// delivery through the customer's channel. (Agents' replies go through [`Replies`].)
     pub async fn post_message(
         &self,
         conversation: &Conversation,
         message: &NewMessage,
-        agent: Option<&str>,
     ) -> std::result::Result<i64, DeskError> {
         let now = now_ms();
         let mut tx = self
@@ -340,24 +339,6 @@ impl Store {
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
-        if let Some(agent) = agent {
-            // Locks the row on PostgreSQL: a hand-back or transfer cannot slip in between.
-            let owned = sqlx::query(
-                "UPDATE conversations SET updated_at = $3 \
-                 WHERE id = $1 AND status = 'assigned' AND assignee = $2",
-            )
-            .bind(&conversation.id)
-            .bind(agent)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("checking ownership"))?;
-            if owned.rows_affected() != 1 {
-                return Err(DeskError::Conflict(
-                    "the conversation is not assigned to you: take it first".into(),
-                ));
-            }
-        }
         let seq = Self::append_outbound(
             &mut tx,
             &conversation.id,
@@ -453,6 +434,8 @@ pub struct Desk {
     pub knowledge: Option<Arc<KnowledgeBase>>,
     pub canned: Vec<Canned>,
     pub teams: Vec<String>,
+    /// Agent replies, group-committed and delivered directly.
+    pub replies: Replies,
 }
 
 impl Desk {
@@ -518,7 +501,7 @@ impl Desk {
 
     /// Tells the customer something, in their language, through their channel.
     async fn notify_customer(&self, c: &Conversation, message: NewMessage) -> DeskResult<()> {
-        self.store.post_message(c, &message, None).await?;
+        self.store.post_message(c, &message).await?;
         self.router.wake_outbox();
         Ok(())
     }
@@ -681,11 +664,7 @@ impl Desk {
         let c = self.load(caller, id).await?;
         let mut message = NewMessage::text(Author::Agent, text);
         message.metadata = json!({ "agent": { "id": agent.id, "name": agent.name } });
-        let seq = self
-            .store
-            .post_message(&c, &message, Some(&agent.id))
-            .await?;
-        self.router.wake_outbox();
+        let seq = self.replies.post(&c, &agent.id, message).await?;
         self.live.touch(id);
         Ok(seq)
     }

@@ -27,6 +27,7 @@ pub mod ownership;
 pub mod pipeline;
 pub mod queue;
 pub mod registry;
+pub mod replies;
 pub mod router;
 pub mod store;
 pub mod vectors;

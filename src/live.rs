@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
@@ -25,6 +26,9 @@ use crate::store::Store;
 
 /// Frames kept for resuming consoles.
 const RING: usize = 8192;
+
+/// Conversations the feed reads at once.
+const READS_IN_FLIGHT: usize = 8;
 
 /// With no console connected for this long, changes are not turned into frames.
 const UNWATCHED_MS: i64 = 10 * 60 * 1000;
@@ -141,13 +145,20 @@ impl Live {
                 }
                 let Some(live) = weak.upgrade() else { return };
                 let mut seen = HashSet::new();
-                for id in ids {
-                    if seen.insert(id.clone()) {
-                        if let Err(e) = live.publish_conversation(&id).await {
-                            tracing::warn!(conversation = %id, error = %e, "console feed could not read a conversation");
+                ids.retain(|id| seen.insert(id.clone()));
+                // Distinct conversations are read side by side (the reads wait on the database,
+                // not on this task); one conversation is never read twice at once, so its frames
+                // stay in order.
+                futures_util::stream::iter(ids)
+                    .for_each_concurrent(READS_IN_FLIGHT, |id| {
+                        let live = live.clone();
+                        async move {
+                            if let Err(e) = live.publish_conversation(&id).await {
+                                tracing::warn!(conversation = %id, error = %e, "console feed could not read a conversation");
+                            }
                         }
-                    }
-                }
+                    })
+                    .await;
             }
         };
         (live, task)
@@ -276,7 +287,16 @@ impl Live {
             None => (summary.last_seq - 1, usize::MAX),
         };
         let messages = self.store.transcript_after(id, after_seq).await?;
-        let events = self.store.events(id).await?;
+        // Only the events not sent yet (a long conversation has many).
+        let (events, events_total) = if events_sent == usize::MAX {
+            let all = self.store.events(id).await?;
+            let total = all.len();
+            (all.last().cloned().into_iter().collect(), total)
+        } else {
+            let new = self.store.events_from(id, events_sent).await?;
+            let total = events_sent + new.len();
+            (new, total)
+        };
         let assignee = summary.assignee.as_ref().map(|a| a.id.clone());
         let scope = Scope::Conversation {
             team: summary.team.clone(),
@@ -290,17 +310,12 @@ impl Live {
                 .map(|p| p.team.clone())
                 .filter(|t| *t != summary.team),
         };
-        let new_events: Vec<_> = if events_sent == usize::MAX {
-            events.last().cloned().into_iter().collect()
-        } else {
-            events.iter().skip(events_sent).cloned().collect()
-        };
         let last_seq = messages.last().map_or(after_seq, |m| m.message.seq);
         self.sent().insert(
             id.to_string(),
             Sent {
                 last_seq: last_seq.max(after_seq),
-                events: events.len(),
+                events: events_total,
                 team: summary.team.clone(),
                 assignee,
             },
@@ -311,7 +326,7 @@ impl Live {
                 json!({ "type": "message", "conversation_id": id, "message": m }),
             );
         }
-        for e in new_events {
+        for e in events {
             self.publish(
                 scope.clone(),
                 json!({ "type": "event", "conversation_id": id, "event": e }),

@@ -8,20 +8,20 @@
 //! on). Failures back off exponentially with jitter until `max_attempts`, then the row is dead:
 //! listed by `GET /api/v1/deliveries?status=dead`, replayable with `POST .../retry`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use frontdesk_channels::{now_ms, DeliveryError};
 
 use crate::registry::Registry;
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::OutboxConfig;
 use crate::metrics as m;
-use crate::store::{Delivery, Store};
+use crate::store::{Delivery, Direct, Store};
 
 pub struct Outbox {
     store: Store,
@@ -30,7 +30,31 @@ pub struct Outbox {
     wakeup: Arc<Notify>,
     in_flight: Mutex<HashSet<String>>,
     slots: Arc<Semaphore>,
+    /// Direct deliveries, per conversation, in order.
+    lanes: Mutex<HashMap<String, Lane>>,
+    /// Delivered rows waiting to be marked, many per statement.
+    delivered: mpsc::UnboundedSender<String>,
 }
+
+/// One conversation's direct deliveries, sent one after another.
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<Delivery>,
+    /// Every delivery this lane took (sent, being sent or waiting), remembered while the lane
+    /// is kept, so a later reply that found them pending may follow them directly.
+    taken: HashSet<String>,
+    running: bool,
+    /// A delivery failed: the lane's later ones went to the worker, and new ones follow them.
+    failed: bool,
+    last_active: Option<Instant>,
+}
+
+/// How long an idle lane is remembered. Longer than a reply takes from storing to joining its
+/// lane, so a reply that saw the previous one still pending finds it here.
+const LANE_MEMORY: Duration = Duration::from_secs(10);
+
+/// Most deliveries marked done in one statement.
+const MAX_MARK_BATCH: usize = 512;
 
 /// Delay before attempt `attempt + 1`: base * 2^(attempt-1), capped, then jittered to 50-100 %.
 pub fn backoff_ms(config: &OutboxConfig, attempt: i64, rng: &mut impl Rng) -> i64 {
@@ -51,6 +75,8 @@ impl Outbox {
         wakeup: Arc<Notify>,
     ) -> Arc<Self> {
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let (delivered, marks) = mpsc::unbounded_channel();
+        tokio::spawn(mark_delivered(store.clone(), marks));
         Arc::new(Self {
             store,
             channels,
@@ -58,7 +84,115 @@ impl Outbox {
             wakeup,
             in_flight: Mutex::new(HashSet::new()),
             slots,
+            lanes: Mutex::new(HashMap::new()),
+            delivered,
         })
+    }
+
+    /// Makes the worker look for due deliveries now.
+    pub fn wake(&self) {
+        self.wakeup.notify_one();
+    }
+
+    pub fn lease_ms(&self) -> i64 {
+        self.config.lease_ms
+    }
+
+    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lane>> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends deliveries that were stored reserved for this process, each conversation's in
+    /// order. One that must wait for deliveries this process does not hold (a retry in backoff,
+    /// another gateway's) is released to the worker, which keeps the order.
+    pub async fn deliver_now(self: &Arc<Self>, deliveries: Vec<Direct>) {
+        let mut release = Vec::new();
+        let mut start = Vec::new();
+        {
+            let mut lanes = self.lanes();
+            for Direct {
+                delivery,
+                waits_for,
+            } in deliveries
+            {
+                let lane = lanes.entry(delivery.conversation_id.clone()).or_default();
+                lane.last_active = Some(Instant::now());
+                if lane.failed || !waits_for.iter().all(|id| lane.taken.contains(id)) {
+                    release.push(delivery.id);
+                    continue;
+                }
+                lane.taken.insert(delivery.id.clone());
+                if !lane.running {
+                    lane.running = true;
+                    start.push(delivery.conversation_id.clone());
+                }
+                lane.queue.push_back(delivery);
+            }
+        }
+        for conversation in start {
+            let me = self.clone();
+            tokio::spawn(async move { me.run_lane(conversation).await });
+        }
+        self.release(release).await;
+    }
+
+    /// Hands reserved deliveries to the worker, due now.
+    async fn release(&self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.release_deliveries(&ids, now_ms()).await {
+            // Their reservation runs out and the worker takes them then.
+            tracing::error!(error = %e, deliveries = ids.len(), "outbox: cannot release deliveries to the worker");
+        }
+        self.wakeup.notify_one();
+    }
+
+    /// Sends one conversation's direct deliveries until its lane is empty or one fails.
+    async fn run_lane(self: Arc<Self>, conversation: String) {
+        loop {
+            let next = {
+                let mut lanes = self.lanes();
+                let Some(lane) = lanes.get_mut(&conversation) else {
+                    return;
+                };
+                lane.last_active = Some(Instant::now());
+                match lane.queue.pop_front() {
+                    Some(d) => d,
+                    None => {
+                        lane.running = false;
+                        return;
+                    }
+                }
+            };
+            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                return;
+            };
+            let delivered = self.attempt_once(&next).await;
+            drop(permit);
+            if !delivered {
+                let rest: Vec<String> = {
+                    let mut lanes = self.lanes();
+                    match lanes.get_mut(&conversation) {
+                        Some(lane) => {
+                            lane.failed = true;
+                            lane.running = false;
+                            lane.queue.drain(..).map(|d| d.id).collect()
+                        }
+                        None => Vec::new(),
+                    }
+                };
+                self.release(rest).await;
+                return;
+            }
+        }
+    }
+
+    /// Forgets lanes idle for longer than [`LANE_MEMORY`].
+    fn forget_idle_lanes(&self) {
+        self.lanes().retain(|_, lane| {
+            lane.running || lane.last_active.is_some_and(|t| t.elapsed() < LANE_MEMORY)
+        });
     }
 
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -73,6 +207,7 @@ impl Outbox {
             let started = self.pass().await;
             if gauges_at.elapsed() > Duration::from_secs(2) {
                 gauges_at = tokio::time::Instant::now();
+                self.forget_idle_lanes();
                 if let Ok(c) = self.store.outbox_counts().await {
                     metrics::gauge!(m::OUTBOX_BACKLOG).set(c.pending as f64);
                     metrics::gauge!(m::OUTBOX_DEAD).set(c.dead as f64);
@@ -136,7 +271,20 @@ impl Outbox {
     }
 
     async fn attempt(self: Arc<Self>, delivery: Delivery) {
-        let attempt = delivery.attempts + 1;
+        // The claim counted this attempt.
+        let delivery = Delivery {
+            attempts: delivery.attempts + 1,
+            ..delivery
+        };
+        self.attempt_once(&delivery).await;
+        self.in_flight().remove(&delivery.id);
+        self.wakeup.notify_one();
+    }
+
+    /// Sends a claimed delivery (`attempts` counts this attempt) and records the outcome: done,
+    /// retried later, or dead. True when it was delivered.
+    async fn attempt_once(&self, delivery: &Delivery) -> bool {
+        let attempt = delivery.attempts;
         let result = match self.channels.get(&delivery.channel) {
             Some(ch) => ch.deliver(&delivery.outbound()).await,
             None => Err(DeliveryError::Permanent(format!(
@@ -148,7 +296,9 @@ impl Outbox {
         let recorded = match result {
             Ok(()) => {
                 metrics::counter!(m::MESSAGES_OUT, "channel" => channel).increment(1);
-                self.store.mark_delivered(&delivery.id).await
+                // Marked with others in one statement; until then the lease keeps it reserved.
+                let _ = self.delivered.send(delivery.id.clone());
+                return true;
             }
             Err(e @ (DeliveryError::Retryable(_) | DeliveryError::RateLimited { .. }))
                 if attempt < self.config.max_attempts =>
@@ -179,8 +329,25 @@ impl Outbox {
             // The lease runs out and the attempt is made again: at-least-once.
             tracing::error!(delivery = %delivery.id, error = %e, "outbox: cannot record an attempt");
         }
-        self.in_flight().remove(&delivery.id);
-        self.wakeup.notify_one();
+        false
+    }
+}
+
+/// Marks delivered rows done, as many per statement as are waiting. A failure leaves them
+/// reserved until their lease runs out; then they are sent again (at-least-once, and the
+/// delivery id lets the receiver drop the repeat).
+async fn mark_delivered(store: Store, mut marks: mpsc::UnboundedReceiver<String>) {
+    while let Some(first) = marks.recv().await {
+        let mut ids = vec![first];
+        while ids.len() < MAX_MARK_BATCH {
+            match marks.try_recv() {
+                Ok(id) => ids.push(id),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = store.mark_delivered_many(&ids).await {
+            tracing::error!(error = %e, deliveries = ids.len(), "outbox: cannot mark deliveries done; they will be sent again when their lease runs out");
+        }
     }
 }
 

@@ -638,6 +638,7 @@ impl Pipeline {
         }
         TurnOutcome {
             conversation_id: conversation.id.clone(),
+            contact_id: conversation.contact_id.clone(),
             channel: conversation.channel.clone(),
             target: conversation.contact_external_id.clone(),
             expected_processed_seq: conversation.processed_seq,

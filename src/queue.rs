@@ -196,7 +196,7 @@ impl Queue {
             };
             self.desk
                 .store
-                .post_message(c, &NewMessage::text(Author::System, text), None)
+                .post_message(c, &NewMessage::text(Author::System, text))
                 .await?;
             self.desk.router.wake_outbox();
             self.desk.live.touch(&c.id);

@@ -16,17 +16,18 @@ use tokio::sync::Notify;
 
 use crate::live::Live;
 use crate::metrics as m;
+use crate::outbox::Outbox;
 use crate::ownership::Action;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
-use crate::store::{Conversation, Store, StoreError};
+use crate::store::{Committed, Conversation, Store, StoreError};
 
 pub struct Router {
     store: Store,
     channels: Arc<Registry>,
     pipeline: Pipeline,
-    /// Wakes the outbox when a turn queued a delivery.
-    outbox_wakeup: Arc<Notify>,
+    /// Delivers the bot's replies (at once, or by its worker).
+    outbox: Arc<Outbox>,
     /// Wakes the queue when a turn handed a conversation to a person.
     queue_wakeup: Arc<Notify>,
     /// The agent console's feed: every stored message and turn is news there.
@@ -47,7 +48,7 @@ impl Router {
         store: Store,
         channels: Arc<Registry>,
         pipeline: Pipeline,
-        outbox_wakeup: Arc<Notify>,
+        outbox: Arc<Outbox>,
         queue_wakeup: Arc<Notify>,
         live: Arc<Live>,
     ) -> Arc<Self> {
@@ -55,7 +56,7 @@ impl Router {
             store,
             channels,
             pipeline,
-            outbox_wakeup,
+            outbox,
             queue_wakeup,
             live,
             active: Mutex::new(HashMap::new()),
@@ -65,7 +66,7 @@ impl Router {
 
     /// Makes the outbox look for due deliveries now.
     pub fn wake_outbox(&self) {
-        self.outbox_wakeup.notify_one();
+        self.outbox.wake();
     }
 
     /// Shows or hides "the agent is typing" to the customer of a conversation.
@@ -166,7 +167,16 @@ impl Router {
                 .await;
             }
             let outcome = self.pipeline.run(&conversation, message).await;
-            let committed = self.store.commit_turn(&outcome).await?;
+            let lease_until = frontdesk_channels::now_ms() + self.outbox.lease_ms();
+            let committed = match self.store.commit_turn(&outcome, lease_until).await? {
+                Committed::AlreadyHandled => false,
+                Committed::Stored(direct) => {
+                    if !direct.is_empty() {
+                        self.outbox.deliver_now(direct).await;
+                    }
+                    true
+                }
+            };
             if let (Some(ch), true) = (&channel, bot_turn) {
                 ch.typing(
                     &conversation.id,
@@ -178,9 +188,6 @@ impl Router {
             }
             if committed {
                 metrics::histogram!(m::PIPELINE_SECONDS).record(started.elapsed().as_secs_f64());
-                if !outcome.replies.is_empty() {
-                    self.outbox_wakeup.notify_one();
-                }
                 if let Some(change) = &outcome.status_change {
                     if change.action == Action::HandOff {
                         let rule = change.details["rule"]
@@ -192,6 +199,11 @@ impl Router {
                     }
                 }
                 self.live.touch(conversation_id);
+                if pending.len() == 1 {
+                    // That was the last one: a message stored since then has called `schedule`,
+                    // which runs this again. Reading again now would find nothing.
+                    return Ok(());
+                }
             }
         }
     }

@@ -235,6 +235,7 @@ pub struct Applied {
 #[derive(Debug, Clone)]
 pub struct TurnOutcome {
     pub conversation_id: String,
+    pub contact_id: String,
     /// Where replies go: the conversation's channel and the customer's id on it.
     pub channel: String,
     pub target: String,
@@ -253,6 +254,25 @@ pub struct TurnOutcome {
     /// The conversation's new count of unanswered messages in a row (none = unchanged).
     pub unanswered: Option<i64>,
     pub replies: Vec<NewMessage>,
+}
+
+/// What a committed bot turn left to deliver.
+#[derive(Debug)]
+pub enum Committed {
+    /// Another worker had handled the message already; nothing changed.
+    AlreadyHandled,
+    /// Stored; these replies are reserved for this process to deliver at once.
+    Stored(Vec<Direct>),
+}
+
+/// A delivery stored already reserved for this process (with the outbox's lease), to be sent at
+/// once by `Outbox::deliver_now` without waiting for the worker's poll.
+#[derive(Debug)]
+pub struct Direct {
+    pub delivery: Delivery,
+    /// The conversation's deliveries that were pending when this one was stored: it goes only
+    /// after them, so only directly when they are all this process's own.
+    pub waits_for: Vec<String>,
 }
 
 /// An outbox row with what is needed to deliver it.
@@ -280,6 +300,36 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// A new outbound message's row, as it is inserted: `(attempts, next_attempt_at)` is
+    /// `(0, now)` for the worker, or `(1, lease end)` when reserved for a direct attempt.
+    pub(crate) fn new_row(
+        (conversation_id, contact_id, channel, target): (&str, &str, &str, &str),
+        seq: i64,
+        msg: &NewMessage,
+        now: i64,
+        (attempts, next_attempt_at): (i64, i64),
+    ) -> Self {
+        Delivery {
+            id: new_id(),
+            message_id: new_id(),
+            conversation_id: conversation_id.to_string(),
+            contact_id: contact_id.to_string(),
+            seq,
+            channel: channel.to_string(),
+            target: target.to_string(),
+            status: "pending".into(),
+            attempts,
+            next_attempt_at,
+            last_error: None,
+            created_at: now,
+            delivered_at: None,
+            author: msg.author,
+            text: msg.text.clone(),
+            quick_replies: msg.quick_replies.clone(),
+            message_created_at: now,
+        }
+    }
+
     pub fn outbound(&self) -> OutboundMessage {
         OutboundMessage {
             delivery_id: self.id.clone(),
@@ -807,11 +857,23 @@ impl Store {
 
     /// A conversation's events (status changes with who and why), oldest first.
     pub async fn events(&self, conversation_id: &str) -> Result<Vec<ConversationEvent>> {
+        self.events_from(conversation_id, 0).await
+    }
+
+    /// A conversation's events after its first `skip`, oldest first.
+    pub async fn events_from(
+        &self,
+        conversation_id: &str,
+        skip: usize,
+    ) -> Result<Vec<ConversationEvent>> {
         let rows = sqlx::query(
             "SELECT kind, from_status, to_status, actor, reason, details, created_at \
-             FROM conversation_events WHERE conversation_id = $1 ORDER BY created_at, id",
+             FROM conversation_events WHERE conversation_id = $1 ORDER BY created_at, id \
+             LIMIT $2 OFFSET $3",
         )
         .bind(conversation_id)
+        .bind(i64::MAX)
+        .bind(i64::try_from(skip).unwrap_or(i64::MAX))
         .fetch_all(&self.read)
         .await
         .map_err(db("reading events"))?;
@@ -919,19 +981,22 @@ impl Store {
             .collect()
     }
 
-    /// Commits one bot turn atomically. Returns false (and changes nothing) when another worker
-    /// already handled this message.
-    pub async fn commit_turn(&self, turn: &TurnOutcome) -> Result<bool> {
+    /// Commits one bot turn atomically; its replies are reserved for this process until
+    /// `lease_until` (delivered at once, or by the worker after a crash). Changes nothing when
+    /// another worker already handled this message.
+    pub async fn commit_turn(&self, turn: &TurnOutcome, lease_until: i64) -> Result<Committed> {
         let now = now_ms();
         let mut tx = self
             .write
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
+        // The claim locks the row (on PostgreSQL): the status it returns is the one this commit
+        // lands on.
         let claimed = sqlx::query(
             "UPDATE conversations SET processed_seq = $3, updated_at = $4, \
              language = COALESCE($5, language), unanswered = COALESCE($6, unanswered) \
-             WHERE id = $1 AND processed_seq = $2",
+             WHERE id = $1 AND processed_seq = $2 RETURNING status",
         )
         .bind(&turn.conversation_id)
         .bind(turn.expected_processed_seq)
@@ -939,12 +1004,13 @@ impl Store {
         .bind(now)
         .bind(turn.language.as_deref())
         .bind(turn.unanswered)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db("recording a bot turn"))?;
-        if claimed.rows_affected() != 1 {
-            return Ok(false);
-        }
+        let Some(claimed) = claimed else {
+            return Ok(Committed::AlreadyHandled);
+        };
+        let status_now: String = claimed.try_get("status").map_err(db("reading a status"))?;
         sqlx::query("UPDATE messages SET annotations = $3 WHERE conversation_id = $1 AND seq = $2")
             .bind(&turn.conversation_id)
             .bind(turn.message_seq)
@@ -952,18 +1018,11 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("annotating a message"))?;
-        // The claim above locked the row: the status read now is the one this commit lands on.
-        let status_now: String = sqlx::query("SELECT status FROM conversations WHERE id = $1")
-            .bind(&turn.conversation_id)
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|r| r.try_get("status"))
-            .map_err(db("reading a status"))?;
         if status_now != turn.started_status {
             // A person took over while the bot was thinking: the bot stays silent.
             tracing::info!(conversation = %turn.conversation_id, from = %turn.started_status, now = %status_now, dropped = turn.replies.len(), "ownership changed during the bot turn; its replies are dropped");
             tx.commit().await.map_err(db("committing a bot turn"))?;
-            return Ok(true);
+            return Ok(Committed::Stored(Vec::new()));
         }
         if let Some(rating) = turn.rating {
             sqlx::query("UPDATE conversations SET rating = $2 WHERE id = $1")
@@ -991,18 +1050,106 @@ impl Store {
                 }
             }
         }
-        for reply in &turn.replies {
-            Self::append_outbound(
-                &mut tx,
-                &turn.conversation_id,
-                (&turn.channel, &turn.target),
-                reply,
-                now,
-            )
-            .await?;
+        let mut direct = Vec::with_capacity(turn.replies.len());
+        if !turn.replies.is_empty() {
+            let waits_for = Self::pending_deliveries(&mut tx, &turn.conversation_id).await?;
+            for reply in &turn.replies {
+                let delivery =
+                    Self::append_reserved(&mut tx, turn, reply, now, lease_until).await?;
+                direct.push(Direct {
+                    delivery,
+                    waits_for: waits_for.clone(),
+                });
+            }
         }
         tx.commit().await.map_err(db("committing a bot turn"))?;
-        Ok(true)
+        Ok(Committed::Stored(direct))
+    }
+
+    /// The ids of a conversation's deliveries that are not done yet.
+    async fn pending_deliveries(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        conversation_id: &str,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM outbox WHERE conversation_id = $1 AND status = 'pending' ORDER BY seq",
+        )
+        .bind(conversation_id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db("reading pending deliveries"))?;
+        rows.iter()
+            .map(|r| r.try_get("id").map_err(db("reading pending deliveries")))
+            .collect()
+    }
+
+    /// Adds a bot reply and its outbox row, reserved for this process until `lease_until`.
+    async fn append_reserved(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        turn: &TurnOutcome,
+        msg: &NewMessage,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Delivery> {
+        let seq = Self::next_seq(tx, &turn.conversation_id, now).await?;
+        let delivery = Delivery::new_row(
+            (
+                &turn.conversation_id,
+                &turn.contact_id,
+                &turn.channel,
+                &turn.target,
+            ),
+            seq,
+            msg,
+            now,
+            (1, lease_until),
+        );
+        Self::insert_message_and_delivery(tx, &delivery, msg).await?;
+        Ok(delivery)
+    }
+
+    /// Inserts an outbound message and its outbox row, both described by `d`.
+    async fn insert_message_and_delivery(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        d: &Delivery,
+        msg: &NewMessage,
+    ) -> Result<()> {
+        let quick = serde_json::to_string(&msg.quick_replies).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, seq, author, text, channel, annotations, \
+             quick_replies, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&d.message_id)
+        .bind(&d.conversation_id)
+        .bind(d.seq)
+        .bind(msg.author.as_str())
+        .bind(&msg.text)
+        .bind(&d.channel)
+        .bind(msg.annotations.to_string())
+        .bind(quick)
+        .bind(d.created_at)
+        .bind(msg.metadata.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(db("storing a reply"))?;
+        sqlx::query(
+            "INSERT INTO outbox (id, message_id, conversation_id, seq, channel, target, status, \
+             attempts, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $9)",
+        )
+        .bind(&d.id)
+        .bind(&d.message_id)
+        .bind(&d.conversation_id)
+        .bind(d.seq)
+        .bind(&d.channel)
+        .bind(&d.target)
+        .bind(d.attempts)
+        .bind(d.next_attempt_at)
+        .bind(d.created_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("queueing a delivery"))?;
+        Ok(())
     }
 
     /// Changes a conversation's status, checked against the ownership state machine, and records
@@ -1155,40 +1302,14 @@ impl Store {
         now: i64,
     ) -> Result<i64> {
         let seq = Self::next_seq(tx, conversation_id, now).await?;
-        let message_id = new_id();
-        let quick = serde_json::to_string(&msg.quick_replies).unwrap_or_else(|_| "[]".into());
-        sqlx::query(
-            "INSERT INTO messages (id, conversation_id, seq, author, text, channel, annotations, \
-             quick_replies, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&message_id)
-        .bind(conversation_id)
-        .bind(seq)
-        .bind(msg.author.as_str())
-        .bind(&msg.text)
-        .bind(channel)
-        .bind(msg.annotations.to_string())
-        .bind(quick)
-        .bind(now)
-        .bind(msg.metadata.to_string())
-        .execute(&mut **tx)
-        .await
-        .map_err(db("storing a reply"))?;
-        sqlx::query(
-            "INSERT INTO outbox (id, message_id, conversation_id, seq, channel, target, status, \
-             attempts, next_attempt_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $7, $7)",
-        )
-        .bind(new_id())
-        .bind(&message_id)
-        .bind(conversation_id)
-        .bind(seq)
-        .bind(channel)
-        .bind(target)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("queueing a delivery"))?;
+        let delivery = Delivery::new_row(
+            (conversation_id, "", channel, target),
+            seq,
+            msg,
+            now,
+            (0, now),
+        );
+        Self::insert_message_and_delivery(tx, &delivery, msg).await?;
         Ok(seq)
     }
 
@@ -1253,17 +1374,46 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn mark_delivered(&self, id: &str) -> Result<()> {
-        let now = now_ms();
-        sqlx::query(
-            "UPDATE outbox SET status = 'delivered', delivered_at = $2, updated_at = $2, \
-             last_error = NULL WHERE id = $1",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&self.write)
-        .await
-        .map_err(db("marking a delivery done"))?;
+    /// Marks many deliveries done in one statement.
+    pub async fn mark_delivered_many(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE outbox SET status = 'delivered', delivered_at = $1, updated_at = $1, \
+             last_error = NULL WHERE id IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.execute(&self.write)
+            .await
+            .map_err(db("marking deliveries done"))?;
+        Ok(())
+    }
+
+    /// Gives deliveries reserved for a direct attempt that was never made back to the worker,
+    /// due at `now` (the reservation counted an attempt; it is taken back).
+    pub async fn release_deliveries(&self, ids: &[String], now: i64) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE outbox SET attempts = attempts - 1, next_attempt_at = $1, updated_at = $1 \
+             WHERE status = 'pending' AND attempts > 0 AND id IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.execute(&self.write)
+            .await
+            .map_err(db("releasing deliveries"))?;
         Ok(())
     }
 

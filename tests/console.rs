@@ -585,3 +585,84 @@ async fn an_idle_conversation_is_resolved_by_timeout_and_frees_the_agents_slot()
     let (_, me) = anna.get("/api/v1/auth/me").await;
     assert_eq!(me["agent"]["load"], 0, "the slot is free again");
 }
+
+/// An agent's reply is delivered at once when nothing is pending, but never overtakes an earlier
+/// message of the conversation that is still being retried: the customer's channel gets every
+/// message in order, each once.
+#[tokio::test]
+async fn an_agent_reply_waits_behind_an_earlier_message_being_retried() {
+    for backend in backends().await {
+        // The bot's answer fails five times (about half a second of retries) before it gets through;
+        // everything else is accepted at once.
+        let receiver = Receiver::start(ReceiverMode::FailFirstBy("bot", 5)).await;
+        // No knowledge base: the bot still answers (that it cannot answer yet), and the server
+        // starts in a second.
+        let mut opts = Options::new(&backend);
+        opts.crm_outbound_url = Some(receiver.url.clone());
+        let server = Server::start(opts).await;
+        server.add_agent("ola@example.com", "Ola", "en", 5).await;
+        let ola = server.login("ola@example.com").await;
+
+        let id = says(&server, "c9", "c9-1", "hello").await;
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while receiver.attempts().is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no delivery attempt"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(receiver.accepted().is_empty(), "the first attempt failed");
+
+        // The agent takes the conversation from the bot and answers while the bot's message is
+        // still in backoff.
+        let (code, body) = ola
+            .post(&format!("/api/v1/conversations/{id}/take"), json!({}))
+            .await;
+        assert_eq!(code, 200, "{body}");
+        let (code, body) = ola
+            .post(
+                &format!("/api/v1/conversations/{id}/messages"),
+                json!({ "text": "Ola here, one moment." }),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+
+        let got = receiver.wait_accepted(3).await;
+        let seqs: Vec<i64> = got.iter().filter_map(|m| m["seq"].as_i64()).collect();
+        let authors: Vec<&str> = got.iter().filter_map(|m| m["author"].as_str()).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{backend:?}: delivered out of order: {got:#?}"
+        );
+        assert_eq!(authors.first(), Some(&"bot"), "{got:#?}");
+        assert_eq!(
+            got.last().and_then(|m| m["text"].as_str()),
+            Some("Ola here, one moment."),
+            "{got:#?}"
+        );
+
+        // Nothing pending now: the next reply goes out directly, and is marked delivered.
+        let (code, body) = ola
+            .post(
+                &format!("/api/v1/conversations/{id}/messages"),
+                json!({ "text": "Done: your line is fixed." }),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        let got = receiver.wait_accepted(got.len() + 1).await;
+        assert_eq!(
+            got.last().and_then(|m| m["text"].as_str()),
+            Some("Done: your line is fixed.")
+        );
+        let list = server
+            .wait_deliveries("?status=delivered", |l| l.len() == got.len())
+            .await;
+        assert!(list.iter().all(|d| d["status"] == "delivered"), "{list:#?}");
+        assert_eq!(
+            receiver.accepted().len(),
+            got.len(),
+            "each message delivered once"
+        );
+    }
+}

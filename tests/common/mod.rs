@@ -542,6 +542,8 @@ pub enum ReceiverMode {
     Accept,
     /// Answer 503 to this many requests, then accept.
     FailFirst(usize),
+    /// Answer 503 to this many messages of this author (bot, agent, system); accept the others.
+    FailFirstBy(&'static str, usize),
     AlwaysFail,
 }
 
@@ -616,6 +618,12 @@ impl Receiver {
                                 s.failures_left -= 1;
                                 true
                             }
+                            Some(ReceiverMode::FailFirstBy(author, _))
+                                if s.failures_left > 0 && v["author"] == author =>
+                            {
+                                s.failures_left -= 1;
+                                true
+                            }
                             _ => false,
                         };
                         if fail {
@@ -637,7 +645,7 @@ impl Receiver {
     pub fn set_mode(&self, mode: ReceiverMode) {
         let mut s = self.state.lock().expect("lock");
         s.failures_left = match mode {
-            ReceiverMode::FailFirst(n) => n,
+            ReceiverMode::FailFirst(n) | ReceiverMode::FailFirstBy(_, n) => n,
             _ => 0,
         };
         s.mode = Some(mode);
