@@ -359,7 +359,18 @@ pub struct Store {
     pub(crate) read: AnyPool,
     backend: Backend,
     ingest_queue: mpsc::UnboundedSender<IngestJob>,
+    turn_queue: mpsc::UnboundedSender<TurnJob>,
 }
+
+/// A bot turn waiting for the turn writer.
+struct TurnJob {
+    turn: TurnOutcome,
+    lease_until: i64,
+    reply: oneshot::Sender<Result<Committed>>,
+}
+
+/// Most bot turns committed in one transaction.
+const MAX_TURN_BATCH: usize = 64;
 
 /// A customer message waiting for the ingest writer.
 struct IngestJob {
@@ -433,11 +444,14 @@ impl Store {
         };
         let (ingest_queue, queue) = mpsc::unbounded_channel();
         tokio::spawn(Self::run_ingest_batches(write.clone(), queue));
+        let (turn_queue, turns) = mpsc::unbounded_channel();
+        tokio::spawn(Self::run_turn_batches(write.clone(), turns));
         Ok(Store {
             write,
             read,
             backend,
             ingest_queue,
+            turn_queue,
         })
     }
 
@@ -664,34 +678,6 @@ impl Store {
         .transpose()
     }
 
-    async fn find_duplicate(
-        exec: impl Executor<'_, Database = sqlx::Any>,
-        channel: &str,
-        external_id: &str,
-    ) -> Result<Option<Ack>> {
-        let row = sqlx::query(
-            "SELECT m.conversation_id, m.seq, c.contact_id FROM messages m \
-             JOIN conversations c ON c.id = m.conversation_id \
-             WHERE m.channel = $1 AND m.external_id = $2",
-        )
-        .bind(channel)
-        .bind(external_id)
-        .fetch_optional(exec)
-        .await
-        .map_err(db("looking for a duplicate message"))?;
-        row.map(|r| {
-            Ok(Ack {
-                conversation_id: r
-                    .try_get("conversation_id")
-                    .map_err(db("reading a message"))?,
-                contact_id: r.try_get("contact_id").map_err(db("reading a message"))?,
-                seq: r.try_get("seq").map_err(db("reading a message"))?,
-                duplicate: true,
-            })
-        })
-        .transpose()
-    }
-
     /// Stores a customer message once: a message already stored under the same channel and
     /// external id is answered with its original sequence number and `duplicate: true`.
     pub async fn ingest(&self, msg: &InboundMessage) -> Result<Ack> {
@@ -758,20 +744,25 @@ impl Store {
         msg: &InboundMessage,
         now: i64,
     ) -> Result<Ack> {
-        if let Some(ack) =
-            Self::find_duplicate(&mut **tx, &msg.channel, &msg.external_message_id).await?
-        {
+        let (duplicate, known) = Self::find_duplicate_and_conversation(tx, msg).await?;
+        if let Some(ack) = duplicate {
             return Ok(ack);
         }
-        let (conversation_id, contact_id, _) = Self::ensure_conversation(
-            tx,
-            &msg.channel,
-            &msg.contact_external_id,
-            msg.contact_name.as_deref(),
-            msg.contact_email.as_deref(),
-            now,
-        )
-        .await?;
+        let (conversation_id, contact_id) = match known {
+            Some(found) => (found.conversation_id, found.contact_id),
+            None => {
+                let (conversation_id, contact_id, _) = Self::ensure_conversation(
+                    tx,
+                    &msg.channel,
+                    &msg.contact_external_id,
+                    msg.contact_name.as_deref(),
+                    msg.contact_email.as_deref(),
+                    now,
+                )
+                .await?;
+                (conversation_id, contact_id)
+            }
+        };
         let seq = Self::next_seq(tx, &conversation_id, now).await?;
         sqlx::query(
             "INSERT INTO messages (id, conversation_id, seq, author, text, channel, external_id, \
@@ -794,6 +785,47 @@ impl Store {
             seq,
             duplicate: false,
         })
+    }
+
+    /// The message stored before under the same channel and external id (a retried delivery),
+    /// and the sender's conversation, in one statement (every customer message asks both).
+    async fn find_duplicate_and_conversation(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        msg: &InboundMessage,
+    ) -> Result<(Option<Ack>, Option<Ack>)> {
+        let rows = sqlx::query(
+            "SELECT 'duplicate' AS kind, m.conversation_id AS id, c.contact_id, m.seq AS seq \
+             FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.channel = $1 AND m.external_id = $2 \
+             UNION ALL \
+             SELECT 'conversation' AS kind, c.id, c.contact_id, c.last_seq AS seq \
+             FROM contact_identities i JOIN conversations c \
+             ON c.contact_id = i.contact_id AND c.channel = i.channel \
+             WHERE i.channel = $1 AND i.external_id = $3",
+        )
+        .bind(&msg.channel)
+        .bind(&msg.external_message_id)
+        .bind(&msg.contact_external_id)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db("looking for a duplicate message"))?;
+        let (mut duplicate, mut known) = (None, None);
+        for r in &rows {
+            let get = |e| StoreError::Db("reading a message", e);
+            let kind: String = r.try_get("kind").map_err(get)?;
+            let ack = Ack {
+                conversation_id: r.try_get("id").map_err(get)?,
+                contact_id: r.try_get("contact_id").map_err(get)?,
+                seq: r.try_get("seq").map_err(get)?,
+                duplicate: kind == "duplicate",
+            };
+            if ack.duplicate {
+                duplicate = Some(ack);
+            } else {
+                known = Some(ack);
+            }
+        }
+        Ok((duplicate, known))
     }
 
     async fn next_seq(
@@ -984,13 +1016,69 @@ impl Store {
     /// Commits one bot turn atomically; its replies are reserved for this process until
     /// `lease_until` (delivered at once, or by the worker after a crash). Changes nothing when
     /// another worker already handled this message.
+    ///
+    /// Turns waiting when the writer is free share one transaction (group commit); if that
+    /// fails, each is committed alone, so one bad turn cannot fail the others.
     pub async fn commit_turn(&self, turn: &TurnOutcome, lease_until: i64) -> Result<Committed> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::Corrupt("the store is closed".into());
+        self.turn_queue
+            .send(TurnJob {
+                turn: turn.clone(),
+                lease_until,
+                reply,
+            })
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    async fn run_turn_batches(write: AnyPool, mut queue: mpsc::UnboundedReceiver<TurnJob>) {
+        while let Some(first) = queue.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_TURN_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            metrics::histogram!("frontdesk_turn_batch_size").record(jobs.len() as f64);
+            if jobs.len() > 1 {
+                if let Ok(results) = Self::commit_turns(&write, &jobs).await {
+                    for (job, result) in jobs.into_iter().zip(results) {
+                        let _ = job.reply.send(Ok(result));
+                    }
+                    continue;
+                }
+            }
+            for job in jobs {
+                let result = Self::commit_turns(&write, std::slice::from_ref(&job))
+                    .await
+                    .and_then(|mut r| {
+                        r.pop()
+                            .ok_or_else(|| StoreError::Corrupt("a turn left no result".into()))
+                    });
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+
+    async fn commit_turns(write: &AnyPool, jobs: &[TurnJob]) -> Result<Vec<Committed>> {
+        let mut tx = write.begin().await.map_err(db("starting a transaction"))?;
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            results.push(Self::commit_turn_in(&mut tx, &job.turn, job.lease_until).await?);
+        }
+        tx.commit().await.map_err(db("committing bot turns"))?;
+        Ok(results)
+    }
+
+    /// One bot turn inside `tx`.
+    async fn commit_turn_in(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        turn: &TurnOutcome,
+        lease_until: i64,
+    ) -> Result<Committed> {
         let now = now_ms();
-        let mut tx = self
-            .write
-            .begin()
-            .await
-            .map_err(db("starting a transaction"))?;
         // The claim locks the row (on PostgreSQL): the status it returns is the one this commit
         // lands on.
         let claimed = sqlx::query(
@@ -1004,7 +1092,7 @@ impl Store {
         .bind(now)
         .bind(turn.language.as_deref())
         .bind(turn.unanswered)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await
         .map_err(db("recording a bot turn"))?;
         let Some(claimed) = claimed else {
@@ -1015,24 +1103,23 @@ impl Store {
             .bind(&turn.conversation_id)
             .bind(turn.message_seq)
             .bind(turn.message_annotations.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db("annotating a message"))?;
         if status_now != turn.started_status {
             // A person took over while the bot was thinking: the bot stays silent.
             tracing::info!(conversation = %turn.conversation_id, from = %turn.started_status, now = %status_now, dropped = turn.replies.len(), "ownership changed during the bot turn; its replies are dropped");
-            tx.commit().await.map_err(db("committing a bot turn"))?;
             return Ok(Committed::Stored(Vec::new()));
         }
         if let Some(rating) = turn.rating {
             sqlx::query("UPDATE conversations SET rating = $2 WHERE id = $1")
                 .bind(&turn.conversation_id)
                 .bind(rating)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(db("storing a rating"))?;
             Self::insert_event(
-                &mut tx,
+                tx,
                 &turn.conversation_id,
                 ("rating", None, None),
                 ("customer", &format!("rated {rating} of 5")),
@@ -1042,7 +1129,7 @@ impl Store {
             .await?;
         }
         if let Some(change) = &turn.status_change {
-            match Self::apply_change_in(&mut tx, &turn.conversation_id, change, now).await {
+            match Self::apply_change_in(tx, &turn.conversation_id, change, now).await {
                 Ok(_) => {}
                 Err(ChangeError::Store(e)) => return Err(e),
                 Err(e) => {
@@ -1052,17 +1139,15 @@ impl Store {
         }
         let mut direct = Vec::with_capacity(turn.replies.len());
         if !turn.replies.is_empty() {
-            let waits_for = Self::pending_deliveries(&mut tx, &turn.conversation_id).await?;
+            let waits_for = Self::pending_deliveries(tx, &turn.conversation_id).await?;
             for reply in &turn.replies {
-                let delivery =
-                    Self::append_reserved(&mut tx, turn, reply, now, lease_until).await?;
+                let delivery = Self::append_reserved(tx, turn, reply, now, lease_until).await?;
                 direct.push(Direct {
                     delivery,
                     waits_for: waits_for.clone(),
                 });
             }
         }
-        tx.commit().await.map_err(db("committing a bot turn"))?;
         Ok(Committed::Stored(direct))
     }
 
