@@ -4,6 +4,7 @@
 //! ownership state machine ([`crate::ownership`], applied by [`Store::apply_change`]); this module
 //! adds who may do what, and what the customer is told.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use frontdesk_channels::{now_ms, Author, QuickReply};
@@ -237,6 +238,97 @@ impl Store {
             .transpose()
     }
 
+    /// Several conversations' summaries in one read (the console feed's batches).
+    pub async fn summaries_of(
+        &self,
+        ids: &[String],
+        kind_of: impl Fn(&str) -> &'static str,
+    ) -> Result<Vec<Summary>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("{SUMMARY_SQL} WHERE c.id IN ({})", list.join(", "));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id);
+        }
+        let rows = q
+            .fetch_all(&self.read)
+            .await
+            .map_err(db("reading conversation summaries"))?;
+        rows.iter().map(|r| summary_from_row(r, &kind_of)).collect()
+    }
+
+    /// Several conversations' messages after a seq each, in one read, oldest first.
+    pub async fn transcripts_after(
+        &self,
+        after: &[(String, i64)],
+    ) -> Result<HashMap<String, Vec<TranscriptMessage>>> {
+        let mut out: HashMap<String, Vec<TranscriptMessage>> = HashMap::new();
+        if after.is_empty() {
+            return Ok(out);
+        }
+        let terms: Vec<String> = (0..after.len())
+            .map(|i| {
+                format!(
+                    "(conversation_id = ${} AND seq > ${})",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
+            .collect();
+        let sql = format!(
+            "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies, \
+             annotations FROM messages WHERE {} ORDER BY conversation_id, seq",
+            terms.join(" OR ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, seq) in after {
+            q = q.bind(id).bind(*seq);
+        }
+        let rows = q
+            .fetch_all(&self.read)
+            .await
+            .map_err(db("reading new messages"))?;
+        for r in &rows {
+            let m = Self::transcript_message(r)?;
+            out.entry(m.message.conversation_id.clone())
+                .or_default()
+                .push(m);
+        }
+        Ok(out)
+    }
+
+    /// How many events each of these conversations has, in one read.
+    pub async fn event_counts(&self, ids: &[String]) -> Result<HashMap<String, usize>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT conversation_id, COUNT(*) AS n FROM conversation_events \
+             WHERE conversation_id IN ({}) GROUP BY conversation_id",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id);
+        }
+        let rows = q
+            .fetch_all(&self.read)
+            .await
+            .map_err(db("counting events"))?;
+        let get = |e| StoreError::Db("counting events", e);
+        let mut out = HashMap::new();
+        for r in &rows {
+            let id: String = r.try_get("conversation_id").map_err(get)?;
+            let n: i64 = r.try_get("n").map_err(get)?;
+            out.insert(id, usize::try_from(n).unwrap_or(0));
+        }
+        Ok(out)
+    }
+
     /// Conversations for a list, as `viewer` may see them (none = everything).
     pub async fn summaries(
         &self,
@@ -306,24 +398,6 @@ impl Store {
             .await
             .map_err(db("listing conversations"))?;
         rows.iter().map(|r| summary_from_row(r, &kind_of)).collect()
-    }
-
-    /// Messages after `after_seq` with their annotations, oldest first.
-    pub async fn transcript_after(
-        &self,
-        conversation_id: &str,
-        after_seq: i64,
-    ) -> Result<Vec<TranscriptMessage>> {
-        let rows = sqlx::query(
-            "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies, \
-             annotations FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq",
-        )
-        .bind(conversation_id)
-        .bind(after_seq)
-        .fetch_all(&self.read)
-        .await
-        .map_err(db("reading new messages"))?;
-        rows.iter().map(Self::transcript_message).collect()
     }
 
     /// Adds a message from the gateway (a system notice) to a conversation and queues its

@@ -15,7 +15,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures_util::StreamExt;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
@@ -27,8 +26,8 @@ use crate::store::Store;
 /// Frames kept for resuming consoles.
 const RING: usize = 8192;
 
-/// Conversations the feed reads at once.
-const READS_IN_FLIGHT: usize = 8;
+/// Most conversations the feed reads in one go (three statements for all of them).
+const BATCH: usize = 100;
 
 /// With no console connected for this long, changes are not turned into frames.
 const UNWATCHED_MS: i64 = 10 * 60 * 1000;
@@ -146,19 +145,11 @@ impl Live {
                 let Some(live) = weak.upgrade() else { return };
                 let mut seen = HashSet::new();
                 ids.retain(|id| seen.insert(id.clone()));
-                // Distinct conversations are read side by side (the reads wait on the database,
-                // not on this task); one conversation is never read twice at once, so its frames
-                // stay in order.
-                futures_util::stream::iter(ids)
-                    .for_each_concurrent(READS_IN_FLIGHT, |id| {
-                        let live = live.clone();
-                        async move {
-                            if let Err(e) = live.publish_conversation(&id).await {
-                                tracing::warn!(conversation = %id, error = %e, "console feed could not read a conversation");
-                            }
-                        }
-                    })
-                    .await;
+                for chunk in ids.chunks(BATCH) {
+                    if let Err(e) = live.publish_conversations(chunk).await {
+                        tracing::warn!(conversations = chunk.len(), error = %e, "console feed could not read conversations");
+                    }
+                }
             }
         };
         (live, task)
@@ -266,7 +257,9 @@ impl Live {
         let _ = self.tx.send(frame);
     }
 
-    async fn publish_conversation(&self, id: &str) -> anyhow::Result<()> {
+    /// Turns changed conversations into frames: their summaries, new messages and event counts
+    /// are read once for the whole batch (the changes of a busy gateway come in bursts).
+    async fn publish_conversations(&self, ids: &[String]) -> anyhow::Result<()> {
         let quiet_ms = frontdesk_channels::now_ms() - self.last_watched.load(Ordering::Relaxed);
         if self.tx.receiver_count() == 0 && quiet_ms > UNWATCHED_MS {
             // Nobody has watched for a while (a bot-only deployment, or every agent went home):
@@ -277,65 +270,77 @@ impl Live {
             ring.next_seq += 1;
             return Ok(());
         }
-        let Some(summary) = self.store.summary(id, |c| self.kind_of(c)).await? else {
-            return Ok(());
+        let summaries = self.store.summaries_of(ids, |c| self.kind_of(c)).await?;
+        let previous: HashMap<String, Sent> = {
+            let sent = self.sent();
+            ids.iter()
+                .filter_map(|id| sent.get(id).map(|p| (id.clone(), p.clone())))
+                .collect()
         };
-        let previous = self.sent().get(id).cloned();
-        let (after_seq, events_sent) = match &previous {
-            Some(p) => (p.last_seq, p.events),
-            // First time this process sees it: only the newest message and event are news.
-            None => (summary.last_seq - 1, usize::MAX),
-        };
-        let messages = self.store.transcript_after(id, after_seq).await?;
-        // Only the events not sent yet (a long conversation has many).
-        let (events, events_total) = if events_sent == usize::MAX {
-            let all = self.store.events(id).await?;
-            let total = all.len();
-            (all.last().cloned().into_iter().collect(), total)
-        } else {
-            let new = self.store.events_from(id, events_sent).await?;
-            let total = events_sent + new.len();
-            (new, total)
-        };
-        let assignee = summary.assignee.as_ref().map(|a| a.id.clone());
-        let scope = Scope::Conversation {
-            team: summary.team.clone(),
-            assignee: assignee.clone(),
-            previous_assignee: previous
-                .as_ref()
-                .and_then(|p| p.assignee.clone())
-                .filter(|p| Some(p) != assignee.as_ref()),
-            previous_team: previous
-                .as_ref()
-                .map(|p| p.team.clone())
-                .filter(|t| *t != summary.team),
-        };
-        let last_seq = messages.last().map_or(after_seq, |m| m.message.seq);
-        self.sent().insert(
-            id.to_string(),
-            Sent {
-                last_seq: last_seq.max(after_seq),
-                events: events_total,
+        // First time this process sees a conversation: only its newest message and event are news.
+        let after: Vec<(String, i64)> = summaries
+            .iter()
+            .map(|s| {
+                let seq = previous.get(&s.id).map_or(s.last_seq - 1, |p| p.last_seq);
+                (s.id.clone(), seq)
+            })
+            .collect();
+        let mut messages = self.store.transcripts_after(&after).await?;
+        let counts = self.store.event_counts(ids).await?;
+        for (summary, (id, after_seq)) in summaries.into_iter().zip(after) {
+            let previous = previous.get(&id);
+            let total = counts.get(&id).copied().unwrap_or(0);
+            // Only the events not sent yet (a long conversation has many); read rarely, since
+            // most changes are messages.
+            let (events, events_total) = match previous {
+                Some(p) if total > p.events => {
+                    let new = self.store.events_from(&id, p.events).await?;
+                    let total = p.events + new.len();
+                    (new, total)
+                }
+                Some(p) => (Vec::new(), p.events),
+                None if total > 0 => (self.store.events_from(&id, total - 1).await?, total),
+                None => (Vec::new(), 0),
+            };
+            let messages = messages.remove(&id).unwrap_or_default();
+            let assignee = summary.assignee.as_ref().map(|a| a.id.clone());
+            let scope = Scope::Conversation {
                 team: summary.team.clone(),
-                assignee,
-            },
-        );
-        for m in messages {
+                assignee: assignee.clone(),
+                previous_assignee: previous
+                    .and_then(|p| p.assignee.clone())
+                    .filter(|p| Some(p) != assignee.as_ref()),
+                previous_team: previous
+                    .map(|p| p.team.clone())
+                    .filter(|t| *t != summary.team),
+            };
+            let last_seq = messages.last().map_or(after_seq, |m| m.message.seq);
+            self.sent().insert(
+                id.clone(),
+                Sent {
+                    last_seq: last_seq.max(after_seq),
+                    events: events_total,
+                    team: summary.team.clone(),
+                    assignee,
+                },
+            );
+            for m in messages {
+                self.publish(
+                    scope.clone(),
+                    json!({ "type": "message", "conversation_id": id, "message": m }),
+                );
+            }
+            for e in events {
+                self.publish(
+                    scope.clone(),
+                    json!({ "type": "event", "conversation_id": id, "event": e }),
+                );
+            }
             self.publish(
-                scope.clone(),
-                json!({ "type": "message", "conversation_id": id, "message": m }),
+                scope,
+                json!({ "type": "conversation", "conversation": summary }),
             );
         }
-        for e in events {
-            self.publish(
-                scope.clone(),
-                json!({ "type": "event", "conversation_id": id, "event": e }),
-            );
-        }
-        self.publish(
-            scope,
-            json!({ "type": "conversation", "conversation": summary }),
-        );
         Ok(())
     }
 }
