@@ -11,6 +11,11 @@
 //! rows. The outbox rows are written already reserved for this process (with the usual lease),
 //! so the outbox delivers them at once in order, without a poll, and a crash leaves them to the
 //! worker when the lease runs out: nothing is lost, nothing is delivered out of order.
+//!
+//! On PostgreSQL each reply is stored by its own request, in its own transaction: writers there
+//! run side by side (PostgreSQL groups their commits itself), and a transaction locking several
+//! conversations could deadlock with one storing customer messages (see
+//! `max_cross_conversation_batch`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,30 +26,57 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::desk::DeskError;
 use crate::outbox::Outbox;
-use crate::store::{db, Conversation, Delivery, Direct, NewMessage, Store, StoreError};
+use crate::store::{
+    db, max_cross_conversation_batch, Conversation, Delivery, Direct, NewMessage, Store, StoreError,
+};
 
 /// Most replies stored in one transaction.
 const MAX_BATCH: usize = 64;
 
-/// One reply waiting for the writer.
-struct Job {
+/// An agent's reply to store.
+struct Reply {
     conversation: Conversation,
     agent_id: String,
     message: NewMessage,
+}
+
+/// One reply waiting for the writer.
+struct Job {
+    reply: Reply,
     answer: oneshot::Sender<Result<i64, DeskError>>,
 }
 
-/// The queue in front of the reply writer.
+/// Stores agents' replies: through the batching writer (SQLite), or each in its request
+/// (PostgreSQL).
 pub struct Replies {
-    queue: mpsc::UnboundedSender<Job>,
+    store: Store,
+    outbox: Arc<Outbox>,
+    lease_ms: i64,
+    /// The batching writer's queue; none on PostgreSQL.
+    queue: Option<mpsc::UnboundedSender<Job>>,
 }
 
 impl Replies {
-    /// Starts the writer task; it runs until the last `Replies` is dropped.
+    /// Starts the writer task where batches are used; it runs until `Replies` is dropped.
     pub fn start(store: Store, outbox: Arc<Outbox>, lease_ms: i64) -> Self {
-        let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, outbox, lease_ms, jobs));
-        Self { queue }
+        let max_batch = max_cross_conversation_batch(store.backend(), MAX_BATCH);
+        let queue = (max_batch > 1).then(|| {
+            let (queue, jobs) = mpsc::unbounded_channel();
+            tokio::spawn(run(
+                store.clone(),
+                outbox.clone(),
+                lease_ms,
+                max_batch,
+                jobs,
+            ));
+            queue
+        });
+        Self {
+            store,
+            outbox,
+            lease_ms,
+            queue,
+        }
     }
 
     /// Stores an agent's reply while that agent owns the conversation, and queues its delivery.
@@ -55,16 +87,26 @@ impl Replies {
         agent_id: &str,
         message: NewMessage,
     ) -> Result<i64, DeskError> {
+        let reply = Reply {
+            conversation: conversation.clone(),
+            agent_id: agent_id.to_string(),
+            message,
+        };
+        let Some(queue) = &self.queue else {
+            let lease_until = now_ms() + self.lease_ms;
+            let posted = match self.store.post_replies(&[&reply], lease_until).await {
+                Ok(mut r) => r.pop().unwrap_or(Posted::NotOwned),
+                Err(e) => Posted::Failed(e),
+            };
+            let (answer, direct) = posted.answer();
+            if let Some(d) = direct {
+                self.outbox.deliver_now(vec![d]).await;
+            }
+            return answer;
+        };
         let (answer, answered) = oneshot::channel();
         let closed = || DeskError::Store(StoreError::Corrupt("the reply writer stopped".into()));
-        self.queue
-            .send(Job {
-                conversation: conversation.clone(),
-                agent_id: agent_id.to_string(),
-                message,
-                answer,
-            })
-            .map_err(|_| closed())?;
+        queue.send(Job { reply, answer }).map_err(|_| closed())?;
         answered.await.map_err(|_| closed())?
     }
 }
@@ -73,6 +115,7 @@ async fn run(
     store: Store,
     outbox: Arc<Outbox>,
     lease_ms: i64,
+    max_batch: usize,
     mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
     // Replies to a conversation already in the batch wait for the next one: each conversation is
@@ -85,7 +128,7 @@ async fn run(
                 None => return,
             }
         }
-        while carried.len() < MAX_BATCH * 4 {
+        while carried.len() < max_batch * 4 {
             match queue.try_recv() {
                 Ok(job) => carried.push(job),
                 Err(_) => break,
@@ -95,7 +138,7 @@ async fn run(
         let mut later = Vec::new();
         let mut in_batch = HashSet::new();
         for job in carried.drain(..) {
-            if batch.len() < MAX_BATCH && in_batch.insert(job.conversation.id.clone()) {
+            if batch.len() < max_batch && in_batch.insert(job.reply.conversation.id.clone()) {
                 batch.push(job);
             } else {
                 later.push(job);
@@ -104,15 +147,15 @@ async fn run(
         carried = later;
         metrics::histogram!("frontdesk_reply_batch_size").record(batch.len() as f64);
         let lease_until = now_ms() + lease_ms;
-        let results = match store.post_replies(&batch, lease_until).await {
+        let replies: Vec<&Reply> = batch.iter().map(|j| &j.reply).collect();
+        let results = match store.post_replies(&replies, lease_until).await {
             Ok(r) => r,
             Err(e) if batch.len() > 1 => {
                 // One bad reply must not fail the others: each alone.
                 tracing::warn!(error = %e, replies = batch.len(), "a reply batch failed; storing each alone");
                 let mut each = Vec::with_capacity(batch.len());
-                for job in &batch {
-                    let one = std::slice::from_ref(job);
-                    each.push(match store.post_replies(one, lease_until).await {
+                for reply in &replies {
+                    each.push(match store.post_replies(&[reply], lease_until).await {
                         Ok(mut r) => r.pop().unwrap_or(Posted::NotOwned),
                         Err(e) => Posted::Failed(e),
                     });
@@ -123,16 +166,8 @@ async fn run(
         };
         let mut direct = Vec::new();
         for (job, result) in batch.into_iter().zip(results) {
-            let answer = match result {
-                Posted::Stored { seq, direct: d } => {
-                    direct.push(*d);
-                    Ok(seq)
-                }
-                Posted::NotOwned => Err(DeskError::Conflict(
-                    "the conversation is not assigned to you: take it first".into(),
-                )),
-                Posted::Failed(e) => Err(DeskError::Store(e)),
-            };
+            let (answer, d) = result.answer();
+            direct.extend(d);
             let _ = job.answer.send(answer);
         }
         if !direct.is_empty() {
@@ -152,6 +187,22 @@ enum Posted {
     Failed(StoreError),
 }
 
+impl Posted {
+    /// What the agent is told, and what the outbox delivers.
+    fn answer(self) -> (Result<i64, DeskError>, Option<Direct>) {
+        match self {
+            Posted::Stored { seq, direct } => (Ok(seq), Some(*direct)),
+            Posted::NotOwned => (
+                Err(DeskError::Conflict(
+                    "the conversation is not assigned to you: take it first".into(),
+                )),
+                None,
+            ),
+            Posted::Failed(e) => (Err(DeskError::Store(e)), None),
+        }
+    }
+}
+
 /// `$first, $first+1, ...` for `n` values.
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
@@ -165,7 +216,7 @@ impl Store {
     /// agent no longer owns the conversation is refused, the others are stored.
     async fn post_replies(
         &self,
-        jobs: &[Job],
+        jobs: &[&Reply],
         lease_until: i64,
     ) -> Result<Vec<Posted>, StoreError> {
         let now = now_ms();
@@ -204,7 +255,7 @@ impl Store {
             let seq: i64 = r.try_get("last_seq").map_err(db("numbering replies"))?;
             seqs.insert(id, seq);
         }
-        let owned: Vec<&Job> = jobs
+        let owned: Vec<&&Reply> = jobs
             .iter()
             .filter(|j| seqs.contains_key(&j.conversation.id))
             .collect();
