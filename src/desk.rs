@@ -24,8 +24,8 @@ use crate::ownership::{Action, Status};
 use crate::replies::Replies;
 use crate::router::Router;
 use crate::store::{
-    db, ChangeError, Conversation, ConversationEvent, NewMessage, Result, StatusChange, Store,
-    StoreError, TranscriptMessage,
+    db, placeholders, ChangeError, Conversation, ConversationEvent, NewMessage, Result,
+    StatusChange, Store, StoreError, TranscriptMessage,
 };
 
 /// Whether an agent may see a conversation: its own, or one for a team it belongs to. Admins see
@@ -247,8 +247,10 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("{SUMMARY_SQL} WHERE c.id IN ({})", list.join(", "));
+        let sql = format!(
+            "{SUMMARY_SQL} WHERE c.id IN ({})",
+            placeholders(1, ids.len())
+        );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in ids {
             q = q.bind(id);
@@ -305,11 +307,10 @@ impl Store {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let list: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT conversation_id, COUNT(*) AS n FROM conversation_events \
              WHERE conversation_id IN ({}) GROUP BY conversation_id",
-            list.join(", ")
+            placeholders(1, ids.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in ids {

@@ -27,7 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::desk::DeskError;
 use crate::outbox::Outbox;
 use crate::store::{
-    db, max_cross_conversation_batch, Conversation, Delivery, Direct, NewMessage, Store, StoreError,
+    db, max_cross_conversation_batch, placeholders, Conversation, Delivery, Direct, NewMessage,
+    Store, StoreError,
 };
 
 /// Most replies stored in one transaction.
@@ -203,14 +204,6 @@ impl Posted {
     }
 }
 
-/// `$first, $first+1, ...` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Store {
     /// Stores a batch of agent replies (one per conversation) in one transaction. A reply whose
     /// agent no longer owns the conversation is refused, the others are stored.
@@ -288,73 +281,25 @@ impl Store {
         }
 
         // The messages and their outbox rows, reserved for this process until `lease_until`.
-        const MESSAGE_COLUMNS: usize = 10;
-        const OUTBOX_COLUMNS: usize = 11;
-        let message_rows: Vec<String> = (0..owned.len())
-            .map(|i| {
-                format!(
-                    "({})",
-                    placeholders(1 + i * MESSAGE_COLUMNS, MESSAGE_COLUMNS)
+        let deliveries: Vec<Delivery> = owned
+            .iter()
+            .map(|job| {
+                let c = &job.conversation;
+                Delivery::new_row(
+                    (&c.id, &c.contact_id, &c.channel, &c.contact_external_id),
+                    seqs[&c.id],
+                    &job.message,
+                    now,
+                    (1, lease_until),
                 )
             })
             .collect();
-        let outbox_rows: Vec<String> = (0..owned.len())
-            .map(|i| format!("({})", placeholders(1 + i * OUTBOX_COLUMNS, OUTBOX_COLUMNS)))
+        let rows: Vec<(&Delivery, &NewMessage)> = deliveries
+            .iter()
+            .zip(&owned)
+            .map(|(d, job)| (d, &job.message))
             .collect();
-        let mut deliveries = Vec::with_capacity(owned.len());
-        for job in &owned {
-            let c = &job.conversation;
-            deliveries.push(Delivery::new_row(
-                (&c.id, &c.contact_id, &c.channel, &c.contact_external_id),
-                seqs[&c.id],
-                &job.message,
-                now,
-                (1, lease_until),
-            ));
-        }
-        let sql = format!(
-            "INSERT INTO messages (id, conversation_id, seq, author, text, channel, annotations, \
-             quick_replies, created_at, metadata) VALUES {}",
-            message_rows.join(", ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (job, d) in owned.iter().zip(&deliveries) {
-            let quick =
-                serde_json::to_string(&job.message.quick_replies).unwrap_or_else(|_| "[]".into());
-            q = q
-                .bind(&d.message_id)
-                .bind(&d.conversation_id)
-                .bind(d.seq)
-                .bind(job.message.author.as_str())
-                .bind(&job.message.text)
-                .bind(&d.channel)
-                .bind(job.message.annotations.to_string())
-                .bind(quick)
-                .bind(now)
-                .bind(job.message.metadata.to_string());
-        }
-        q.execute(&mut *tx).await.map_err(db("storing replies"))?;
-        let sql = format!(
-            "INSERT INTO outbox (id, message_id, conversation_id, seq, channel, target, status, \
-             attempts, next_attempt_at, created_at, updated_at) VALUES {}",
-            outbox_rows.join(", ")
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for d in &deliveries {
-            q = q
-                .bind(&d.id)
-                .bind(&d.message_id)
-                .bind(&d.conversation_id)
-                .bind(d.seq)
-                .bind(&d.channel)
-                .bind(&d.target)
-                .bind("pending")
-                .bind(d.attempts)
-                .bind(d.next_attempt_at)
-                .bind(now)
-                .bind(now);
-        }
-        q.execute(&mut *tx).await.map_err(db("queueing replies"))?;
+        Store::insert_messages_and_deliveries(&mut tx, &rows).await?;
         tx.commit().await.map_err(db("committing replies"))?;
 
         let mut by_conversation: HashMap<String, Delivery> = deliveries

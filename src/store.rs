@@ -37,6 +37,14 @@ pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| StoreError::Db(what, e)
 }
 
+/// `$first, $first+1, ...`: `n` numbered placeholders, for lists and multi-row statements.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A fresh sortable id.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
@@ -1210,51 +1218,68 @@ impl Store {
             now,
             (1, lease_until),
         );
-        Self::insert_message_and_delivery(tx, &delivery, msg).await?;
+        Self::insert_messages_and_deliveries(tx, &[(&delivery, msg)]).await?;
         Ok(delivery)
     }
 
-    /// Inserts an outbound message and its outbox row, both described by `d`.
-    async fn insert_message_and_delivery(
+    /// Inserts outbound messages and their outbox rows, each described by its delivery: one
+    /// statement per table however many there are.
+    pub(crate) async fn insert_messages_and_deliveries(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        d: &Delivery,
-        msg: &NewMessage,
+        rows: &[(&Delivery, &NewMessage)],
     ) -> Result<()> {
-        let quick = serde_json::to_string(&msg.quick_replies).unwrap_or_else(|_| "[]".into());
-        sqlx::query(
+        const MESSAGE_COLUMNS: usize = 10;
+        const OUTBOX_COLUMNS: usize = 11;
+        let values = |columns: usize| {
+            (0..rows.len())
+                .map(|i| format!("({})", placeholders(1 + i * columns, columns)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let sql = format!(
             "INSERT INTO messages (id, conversation_id, seq, author, text, channel, annotations, \
-             quick_replies, created_at, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&d.message_id)
-        .bind(&d.conversation_id)
-        .bind(d.seq)
-        .bind(msg.author.as_str())
-        .bind(&msg.text)
-        .bind(&d.channel)
-        .bind(msg.annotations.to_string())
-        .bind(quick)
-        .bind(d.created_at)
-        .bind(msg.metadata.to_string())
-        .execute(&mut **tx)
-        .await
-        .map_err(db("storing a reply"))?;
-        sqlx::query(
+             quick_replies, created_at, metadata) VALUES {}",
+            values(MESSAGE_COLUMNS)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (d, msg) in rows {
+            let quick = serde_json::to_string(&msg.quick_replies).unwrap_or_else(|_| "[]".into());
+            q = q
+                .bind(&d.message_id)
+                .bind(&d.conversation_id)
+                .bind(d.seq)
+                .bind(msg.author.as_str())
+                .bind(&msg.text)
+                .bind(&d.channel)
+                .bind(msg.annotations.to_string())
+                .bind(quick)
+                .bind(d.created_at)
+                .bind(msg.metadata.to_string());
+        }
+        q.execute(&mut **tx).await.map_err(db("storing a reply"))?;
+        let sql = format!(
             "INSERT INTO outbox (id, message_id, conversation_id, seq, channel, target, status, \
-             attempts, next_attempt_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $9)",
-        )
-        .bind(&d.id)
-        .bind(&d.message_id)
-        .bind(&d.conversation_id)
-        .bind(d.seq)
-        .bind(&d.channel)
-        .bind(&d.target)
-        .bind(d.attempts)
-        .bind(d.next_attempt_at)
-        .bind(d.created_at)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("queueing a delivery"))?;
+             attempts, next_attempt_at, created_at, updated_at) VALUES {}",
+            values(OUTBOX_COLUMNS)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (d, _) in rows {
+            q = q
+                .bind(&d.id)
+                .bind(&d.message_id)
+                .bind(&d.conversation_id)
+                .bind(d.seq)
+                .bind(&d.channel)
+                .bind(&d.target)
+                .bind(&d.status)
+                .bind(d.attempts)
+                .bind(d.next_attempt_at)
+                .bind(d.created_at)
+                .bind(d.created_at);
+        }
+        q.execute(&mut **tx)
+            .await
+            .map_err(db("queueing a delivery"))?;
         Ok(())
     }
 
@@ -1415,7 +1440,7 @@ impl Store {
             now,
             (0, now),
         );
-        Self::insert_message_and_delivery(tx, &delivery, msg).await?;
+        Self::insert_messages_and_deliveries(tx, &[(&delivery, msg)]).await?;
         Ok(seq)
     }
 
@@ -1485,11 +1510,10 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "UPDATE outbox SET status = 'delivered', delivered_at = $1, updated_at = $1, \
              last_error = NULL WHERE id IN ({})",
-            list.join(", ")
+            placeholders(2, ids.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
         for id in ids {
@@ -1507,11 +1531,10 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let list: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "UPDATE outbox SET attempts = attempts - 1, next_attempt_at = $1, updated_at = $1 \
              WHERE status = 'pending' AND attempts > 0 AND id IN ({})",
-            list.join(", ")
+            placeholders(2, ids.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
         for id in ids {

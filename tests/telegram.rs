@@ -193,6 +193,12 @@ async fn a_restart_during_long_polling_processes_no_update_twice() {
         let mut server = start(&backend, false, bot_toml("tg", TOKEN, &fake, "")).await;
         let first = fake.push_text(TOKEN, 9, 1, "first");
         fake.wait_sent(TOKEN, 1).await;
+        // The reply is recorded as delivered. (Killed between sending and recording, it would be
+        // sent again after the restart: delivery is at-least-once, and that is not what this test
+        // is about.)
+        server
+            .wait_deliveries("?status=delivered", |l| l.len() == 1)
+            .await;
         // Wait for the poll that follows the update (the gateway is now inside a long poll).
         fake.wait_calls(TOKEN, "getUpdates", 2, true).await;
         let polls_before = fake.calls_of(TOKEN, "getUpdates").len();
