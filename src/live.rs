@@ -5,8 +5,9 @@
 //! misses a customer's reply across a reconnect.
 //!
 //! Producers only say *which* conversation changed (`touch`); one task turns that into frames by
-//! reading the store, so the hot paths (ingest, bot turns, agent replies) never wait for it, and
-//! bursts on one conversation collapse into one read.
+//! reading the store, so the hot paths (ingest, bot turns, agent replies) never wait for it. A
+//! burst of changes is read in three statements whatever the number of conversations, and changes
+//! to one conversation collapse into one read.
 //!
 //! The feed is per gateway process. Several processes behind a load balancer would need a shared
 //! bus (PostgreSQL LISTEN/NOTIFY); not built yet.
