@@ -117,6 +117,11 @@ impl Outbox {
             {
                 let lane = lanes.entry(delivery.conversation_id.clone()).or_default();
                 lane.last_active = Some(Instant::now());
+                if lane.failed && !lane.running && waits_for.is_empty() {
+                    // Nothing was pending when this was stored: what the failure left to the
+                    // worker is done, and the lane may send again.
+                    lane.failed = false;
+                }
                 if lane.failed || !waits_for.iter().all(|id| lane.taken.contains(id)) {
                     release.push(delivery.id);
                     continue;
