@@ -414,16 +414,21 @@ impl Store {
             .begin()
             .await
             .map_err(db("starting a transaction"))?;
-        let seq = Self::append_outbound(
+        let delivery = Self::append_outbound(
             &mut tx,
-            &conversation.id,
-            (&conversation.channel, &conversation.contact_external_id),
+            (
+                &conversation.id,
+                &conversation.contact_id,
+                &conversation.channel,
+                &conversation.contact_external_id,
+            ),
             message,
             now,
+            (0, now),
         )
         .await?;
         tx.commit().await.map_err(db("committing a message"))?;
-        Ok(seq)
+        Ok(delivery.seq)
     }
 
     pub async fn add_note(

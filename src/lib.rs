@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod app;
+pub mod batch;
 pub mod bench;
 pub mod bench_relay;
 pub mod cli;

@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::agents::Agent;
+use crate::batch::recv_batch;
 use crate::desk;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -138,11 +139,7 @@ impl Live {
         });
         let weak = Arc::downgrade(&live);
         let task = async move {
-            while let Some(first) = rx.recv().await {
-                let mut ids = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    ids.push(more);
-                }
+            while let Some(mut ids) = recv_batch(&mut rx, usize::MAX).await {
                 let Some(live) = weak.upgrade() else { return };
                 let mut seen = HashSet::new();
                 ids.retain(|id| seen.insert(id.clone()));

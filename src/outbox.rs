@@ -19,6 +19,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::recv_batch;
 use crate::config::OutboxConfig;
 use crate::metrics as m;
 use crate::store::{Delivery, Direct, Store};
@@ -342,14 +343,7 @@ impl Outbox {
 /// reserved until their lease runs out; then they are sent again (at-least-once, and the
 /// delivery id lets the receiver drop the repeat).
 async fn mark_delivered(store: Store, mut marks: mpsc::UnboundedReceiver<String>) {
-    while let Some(first) = marks.recv().await {
-        let mut ids = vec![first];
-        while ids.len() < MAX_MARK_BATCH {
-            match marks.try_recv() {
-                Ok(id) => ids.push(id),
-                Err(_) => break,
-            }
-        }
+    while let Some(ids) = recv_batch(&mut marks, MAX_MARK_BATCH).await {
         if let Err(e) = store.mark_delivered_many(&ids).await {
             tracing::error!(error = %e, deliveries = ids.len(), "outbox: cannot mark deliveries done; they will be sent again when their lease runs out");
         }

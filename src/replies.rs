@@ -24,6 +24,7 @@ use frontdesk_channels::now_ms;
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::take_waiting;
 use crate::desk::DeskError;
 use crate::outbox::Outbox;
 use crate::store::{
@@ -129,12 +130,7 @@ async fn run(
                 None => return,
             }
         }
-        while carried.len() < max_batch * 4 {
-            match queue.try_recv() {
-                Ok(job) => carried.push(job),
-                Err(_) => break,
-            }
-        }
+        take_waiting(&mut queue, &mut carried, max_batch * 4);
         let mut batch = Vec::new();
         let mut later = Vec::new();
         let mut in_batch = HashSet::new();
@@ -258,27 +254,8 @@ impl Store {
         }
 
         // Deliveries still pending in these conversations: the new ones must wait for them.
-        let sql = format!(
-            "SELECT id, conversation_id FROM outbox WHERE status = 'pending' \
-             AND conversation_id IN ({})",
-            placeholders(1, owned.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for job in &owned {
-            q = q.bind(&job.conversation.id);
-        }
-        let mut pending: HashMap<String, Vec<String>> = HashMap::new();
-        for r in q
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db("reading pending deliveries"))?
-        {
-            let id: String = r.try_get("id").map_err(db("reading pending deliveries"))?;
-            let c: String = r
-                .try_get("conversation_id")
-                .map_err(db("reading pending deliveries"))?;
-            pending.entry(c).or_default().push(id);
-        }
+        let ids: Vec<&str> = owned.iter().map(|j| j.conversation.id.as_str()).collect();
+        let mut pending = Store::pending_deliveries(&mut tx, &ids).await?;
 
         // The messages and their outbox rows, reserved for this process until `lease_until`.
         let deliveries: Vec<Delivery> = owned

@@ -6,6 +6,7 @@
 //! more connections (WAL lets them run beside the writer). On PostgreSQL both share one pool, and
 //! conditional updates keep several gateway processes from doing the same work twice.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use frontdesk_channels::{
@@ -14,6 +15,7 @@ use frontdesk_channels::{
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 
+use crate::batch::recv_batch;
 use crate::ownership::{self, Action, Refused, Status};
 use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -722,14 +724,7 @@ impl Store {
     /// (each still deduplicated and numbered on its own). If a batch fails, each of its messages
     /// is tried alone, so one bad message cannot fail the others.
     async fn run_ingest_batches(write: AnyPool, mut queue: mpsc::UnboundedReceiver<IngestJob>) {
-        while let Some(first) = queue.recv().await {
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_INGEST_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
+        while let Some(jobs) = recv_batch(&mut queue, MAX_INGEST_BATCH).await {
             metrics::histogram!("frontdesk_ingest_batch_size").record(jobs.len() as f64);
             if jobs.len() > 1 {
                 if let Ok(acks) = Self::ingest_batch(&write, &jobs).await {
@@ -1062,14 +1057,7 @@ impl Store {
         mut queue: mpsc::UnboundedReceiver<TurnJob>,
         max_batch: usize,
     ) {
-        while let Some(first) = queue.recv().await {
-            let mut jobs = vec![first];
-            while jobs.len() < max_batch {
-                match queue.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
+        while let Some(jobs) = recv_batch(&mut queue, max_batch).await {
             metrics::histogram!("frontdesk_turn_batch_size").record(jobs.len() as f64);
             if jobs.len() > 1 {
                 if let Ok(results) = Self::commit_turns(&write, &jobs).await {
@@ -1168,9 +1156,24 @@ impl Store {
         }
         let mut direct = Vec::with_capacity(turn.replies.len());
         if !turn.replies.is_empty() {
-            let waits_for = Self::pending_deliveries(tx, &turn.conversation_id).await?;
+            let waits_for = Self::pending_deliveries(tx, &[&turn.conversation_id])
+                .await?
+                .remove(&turn.conversation_id)
+                .unwrap_or_default();
             for reply in &turn.replies {
-                let delivery = Self::append_reserved(tx, turn, reply, now, lease_until).await?;
+                let delivery = Self::append_outbound(
+                    tx,
+                    (
+                        &turn.conversation_id,
+                        &turn.contact_id,
+                        &turn.channel,
+                        &turn.target,
+                    ),
+                    reply,
+                    now,
+                    (1, lease_until),
+                )
+                .await?;
                 direct.push(Direct {
                     delivery,
                     waits_for: waits_for.clone(),
@@ -1180,46 +1183,32 @@ impl Store {
         Ok(Committed::Stored(direct))
     }
 
-    /// The ids of a conversation's deliveries that are not done yet.
-    async fn pending_deliveries(
+    /// The ids of these conversations' deliveries that are not done yet, by conversation: a new
+    /// reply is delivered only after them.
+    pub(crate) async fn pending_deliveries(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        conversation_id: &str,
-    ) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT id FROM outbox WHERE conversation_id = $1 AND status = 'pending' ORDER BY seq",
-        )
-        .bind(conversation_id)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db("reading pending deliveries"))?;
-        rows.iter()
-            .map(|r| r.try_get("id").map_err(db("reading pending deliveries")))
-            .collect()
-    }
-
-    /// Adds a bot reply and its outbox row, reserved for this process until `lease_until`.
-    async fn append_reserved(
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        turn: &TurnOutcome,
-        msg: &NewMessage,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<Delivery> {
-        let seq = Self::next_seq(tx, &turn.conversation_id, now).await?;
-        let delivery = Delivery::new_row(
-            (
-                &turn.conversation_id,
-                &turn.contact_id,
-                &turn.channel,
-                &turn.target,
-            ),
-            seq,
-            msg,
-            now,
-            (1, lease_until),
+        conversation_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<String>>> {
+        let mut pending: HashMap<String, Vec<String>> = HashMap::new();
+        if conversation_ids.is_empty() {
+            return Ok(pending);
+        }
+        let sql = format!(
+            "SELECT id, conversation_id FROM outbox WHERE status = 'pending' \
+             AND conversation_id IN ({})",
+            placeholders(1, conversation_ids.len())
         );
-        Self::insert_messages_and_deliveries(tx, &[(&delivery, msg)]).await?;
-        Ok(delivery)
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in conversation_ids {
+            q = q.bind(*id);
+        }
+        let get = |e| StoreError::Db("reading pending deliveries", e);
+        for r in q.fetch_all(&mut **tx).await.map_err(get)? {
+            let id: String = r.try_get("id").map_err(get)?;
+            let conversation: String = r.try_get("conversation_id").map_err(get)?;
+            pending.entry(conversation).or_default().push(id);
+        }
+        Ok(pending)
     }
 
     /// Inserts outbound messages and their outbox rows, each described by its delivery: one
@@ -1424,24 +1413,26 @@ impl Store {
         Ok(())
     }
 
-    /// Adds a bot/agent/system message and its outbox row.
+    /// Adds a bot or system message and its outbox row, numbered next in its conversation.
+    /// `(attempts, next_attempt_at)` is `(0, now)` for the worker, or `(1, lease end)` when
+    /// reserved for this process's direct attempt.
     pub(crate) async fn append_outbound(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        conversation_id: &str,
-        (channel, target): (&str, &str),
+        (conversation_id, contact_id, channel, target): (&str, &str, &str, &str),
         msg: &NewMessage,
         now: i64,
-    ) -> Result<i64> {
+        reservation: (i64, i64),
+    ) -> Result<Delivery> {
         let seq = Self::next_seq(tx, conversation_id, now).await?;
         let delivery = Delivery::new_row(
-            (conversation_id, "", channel, target),
+            (conversation_id, contact_id, channel, target),
             seq,
             msg,
             now,
-            (0, now),
+            reservation,
         );
         Self::insert_messages_and_deliveries(tx, &[(&delivery, msg)]).await?;
-        Ok(seq)
+        Ok(delivery)
     }
 
     fn delivery(row: &AnyRow) -> Result<Delivery> {
