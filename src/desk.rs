@@ -227,15 +227,27 @@ impl Store {
         id: &str,
         kind_of: impl Fn(&str) -> &'static str,
     ) -> Result<Option<Summary>> {
-        let sql = format!("{SUMMARY_SQL} WHERE c.id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.read)
+        Ok(self.summaries_of(&[id.to_string()], kind_of).await?.pop())
+    }
+
+    /// Summaries read by `SUMMARY_SQL` followed by `rest` (where, order, limit), which uses
+    /// `binds` for its placeholders in order.
+    async fn read_summaries(
+        &self,
+        rest: &str,
+        binds: &[String],
+        kind_of: impl Fn(&str) -> &'static str,
+    ) -> Result<Vec<Summary>> {
+        let sql = format!("{SUMMARY_SQL}{rest}");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            query = query.bind(b);
+        }
+        let rows = query
+            .fetch_all(&self.read)
             .await
-            .map_err(db("reading a conversation summary"))?;
-        row.as_ref()
-            .map(|r| summary_from_row(r, &kind_of))
-            .transpose()
+            .map_err(db("reading conversation summaries"))?;
+        rows.iter().map(|r| summary_from_row(r, &kind_of)).collect()
     }
 
     /// Several conversations' summaries in one read (the console feed's batches).
@@ -247,19 +259,8 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "{SUMMARY_SQL} WHERE c.id IN ({})",
-            placeholders(1, ids.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in ids {
-            q = q.bind(id);
-        }
-        let rows = q
-            .fetch_all(&self.read)
-            .await
-            .map_err(db("reading conversation summaries"))?;
-        rows.iter().map(|r| summary_from_row(r, &kind_of)).collect()
+        let rest = format!(" WHERE c.id IN ({})", placeholders(1, ids.len()));
+        self.read_summaries(&rest, ids, kind_of).await
     }
 
     /// Several conversations' messages after a seq each, in one read, oldest first.
@@ -389,16 +390,8 @@ impl Store {
             format!(" WHERE {}", clauses.join(" AND "))
         };
         let limit = filter.limit.clamp(1, 500);
-        let sql = format!("{SUMMARY_SQL}{where_sql} ORDER BY {order} LIMIT {limit}");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for b in binds {
-            query = query.bind(b);
-        }
-        let rows = query
-            .fetch_all(&self.read)
-            .await
-            .map_err(db("listing conversations"))?;
-        rows.iter().map(|r| summary_from_row(r, &kind_of)).collect()
+        let rest = format!("{where_sql} ORDER BY {order} LIMIT {limit}");
+        self.read_summaries(&rest, &binds, kind_of).await
     }
 
     /// Adds a message from the gateway (a system notice) to a conversation and queues its
