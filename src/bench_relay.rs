@@ -7,7 +7,10 @@
 //! - customer → agent: a widget message until the agent's console socket shows it (ingest, the
 //!   router's ownership stage, the console feed).
 //!
-//! Prints messages/s and latency percentiles for each direction.
+//! Prints messages/s and latency percentiles for each direction. With `--rate`, the messages are
+//! sent on a fixed schedule instead (the offered load, spread over the conversations), and each
+//! latency counts from the message's scheduled time, so a slow answer that delays the next message
+//! is charged to it as well (no coordinated omission).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +41,10 @@ pub struct RelayArgs {
     /// Messages per conversation and direction.
     #[arg(long, default_value_t = 10)]
     pub messages: usize,
+    /// Messages per second offered in each direction, over all conversations (0: closed loop, each
+    /// conversation sends its next message as soon as the previous one arrived).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
     /// Store in this PostgreSQL database instead of a temporary SQLite file.
     #[arg(long)]
     pub database_url: Option<String>,
@@ -47,6 +54,15 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const PASSWORD: &str = "bench-password-1";
+
+/// The clients' sockets: a small read buffer, as the gateway's (tungstenite zero-fills it on
+/// every read; at the default 128 KiB the clients' own reads dominated the profile).
+async fn connect(url: String) -> anyhow::Result<Ws> {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(crate::http::SOCKET_READ_BUFFER);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
+    Ok(ws)
+}
 
 async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
     loop {
@@ -120,7 +136,7 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
             .json()
             .await?;
         let token = v["token"].as_str().context("widget token")?.to_string();
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/chat")).await?;
+        let mut ws = connect(format!("ws://{addr}/ws/chat")).await?;
         ws.send(Message::text(
             json!({"type":"hello","token":token,"last_seq":0}).to_string(),
         ))
@@ -155,9 +171,7 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
     }
     let routes = Arc::new(routes);
     for token in &agents {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async(format!("ws://{addr}/ws/console?token={token}"))
-                .await?;
+        let mut ws = connect(format!("ws://{addr}/ws/console?token={token}")).await?;
         ws.send(Message::text(json!({"type":"hello","after":0}).to_string()))
             .await?;
         let routes = routes.clone();
@@ -177,13 +191,17 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
     // Start, end of the agent phase (= start of the customer phase), end.
     let barrier = Arc::new(Barrier::new(customers.len() + 1));
     let mut tasks = Vec::new();
-    for ((id, agent, ws), inbox) in customers.into_iter().zip(inboxes) {
+    let count = customers.len();
+    for (i, ((id, agent, ws), inbox)) in customers.into_iter().zip(inboxes).enumerate() {
         let barrier = barrier.clone();
         let http = http.clone();
         let base = base.clone();
-        let messages = args.messages;
+        let plan = Plan {
+            messages: args.messages,
+            schedule: schedule(args.rate, count, i),
+        };
         tasks.push(tokio::spawn(async move {
-            conversation(id, agent, ws, inbox, http, base, messages, barrier).await
+            conversation(id, agent, ws, inbox, http, base, plan, barrier).await
         }));
     }
     barrier.wait().await;
@@ -198,10 +216,16 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
     let mut failures = 0;
     for t in tasks {
         match t.await? {
-            Ok((s, a, b)) => {
-                stored.add(s)?;
-                to_customer.add(a)?;
-                to_agent.add(b)?;
+            Ok(l) => {
+                for (hist, micros) in [
+                    (&mut stored, l.stored),
+                    (&mut to_customer, l.to_customer),
+                    (&mut to_agent, l.to_agent),
+                ] {
+                    for us in micros {
+                        hist.record(us)?;
+                    }
+                }
             }
             Err(e) => {
                 failures += 1;
@@ -211,8 +235,13 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    let mode = if args.rate > 0.0 {
+        format!("open loop, offered {:.0} messages/s each way", args.rate)
+    } else {
+        "closed loop".to_string()
+    };
     println!(
-        "bench relay: backend {backend}, {} open conversations, {} agents, {} messages per conversation each way ({failures} conversations failed)",
+        "bench relay: backend {backend}, {} open conversations, {} agents, {} messages per conversation each way, {mode} ({failures} conversations failed)",
         args.conversations, args.agents, args.messages
     );
     println!(
@@ -243,6 +272,57 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// When a conversation sends: every `period`, starting `offset` after its phase began; `None` in a
+/// closed loop.
+#[derive(Clone, Copy)]
+struct Schedule {
+    period: Duration,
+    offset: Duration,
+}
+
+struct Plan {
+    messages: usize,
+    schedule: Option<Schedule>,
+}
+
+/// Conversation `index` of `count` sharing an offered `rate` (messages/s): each sends every
+/// `count / rate` seconds, the conversations evenly staggered over that period.
+fn schedule(rate: f64, count: usize, index: usize) -> Option<Schedule> {
+    (rate > 0.0).then(|| {
+        let period = Duration::from_secs_f64(count as f64 / rate);
+        Schedule {
+            period,
+            offset: period.mul_f64(index as f64 / count.max(1) as f64),
+        }
+    })
+}
+
+/// When message `n` counts as sent: now in a closed loop, else its scheduled time (after
+/// waiting for it).
+async fn send_time(schedule: Option<Schedule>, phase: Instant, n: usize) -> Instant {
+    match schedule {
+        None => Instant::now(),
+        Some(s) => {
+            let at = phase + s.offset + s.period * n as u32;
+            tokio::time::sleep_until(at.into()).await;
+            at
+        }
+    }
+}
+
+/// One conversation's latencies (µs), merged into histograms at the end (a histogram per
+/// conversation would zero-fill hundreds of megabytes while the others are measured).
+#[derive(Default)]
+struct Latencies {
+    stored: Vec<u64>,
+    to_customer: Vec<u64>,
+    to_agent: Vec<u64>,
+}
+
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
 /// One conversation: first the agent's messages, then (after every conversation finished that
 /// phase) the customer's. Returns the latencies: reply stored (201), reply shown to the customer,
 /// customer message shown to the agent.
@@ -254,17 +334,17 @@ async fn conversation(
     mut inbox: mpsc::UnboundedReceiver<Value>,
     http: reqwest::Client,
     base: String,
-    messages: usize,
+    plan: Plan,
     barrier: Arc<Barrier>,
-) -> anyhow::Result<(Histogram<u64>, Histogram<u64>, Histogram<u64>)> {
-    let mut stored = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut to_customer = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut to_agent = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+) -> anyhow::Result<Latencies> {
+    let Plan { messages, schedule } = plan;
+    let mut l = Latencies::default();
     barrier.wait().await;
+    let phase = Instant::now();
     let url = format!("{base}/api/v1/conversations/{id}/messages");
     for n in 0..messages {
         let text = format!("agent reply {n}");
-        let sent = Instant::now();
+        let sent = send_time(schedule, phase, n).await;
         let resp = http
             .post(&url)
             .bearer_auth(&agent)
@@ -272,20 +352,21 @@ async fn conversation(
             .send()
             .await?;
         anyhow::ensure!(resp.status().as_u16() == 201, "reply: {}", resp.status());
-        stored.record(sent.elapsed().as_micros() as u64)?;
+        l.stored.push(micros(sent));
         loop {
             let v = next_json(&mut ws).await?;
             if v["type"] == "message" && v["text"] == text.as_str() {
                 break;
             }
         }
-        to_customer.record(sent.elapsed().as_micros() as u64)?;
+        l.to_customer.push(micros(sent));
     }
     barrier.wait().await;
     while inbox.try_recv().is_ok() {}
+    let phase = Instant::now();
     for n in 0..messages {
         let text = format!("customer message {n}");
-        let sent = Instant::now();
+        let sent = send_time(schedule, phase, n).await;
         ws.send(Message::text(
             json!({"type":"message","client_id":format!("{id}-{n}"),"text":text}).to_string(),
         ))
@@ -299,9 +380,9 @@ async fn conversation(
                 break;
             }
         }
-        to_agent.record(sent.elapsed().as_micros() as u64)?;
+        l.to_agent.push(micros(sent));
     }
     barrier.wait().await;
     let _ = ws.close(None).await;
-    Ok((stored, to_customer, to_agent))
+    Ok(l)
 }

@@ -91,6 +91,7 @@ pub async fn socket(
     let (caller, _) = authenticate(&state, &Method::GET, &headers, q.token.as_deref()).await?;
     Ok(ws
         .max_message_size(64 * 1024)
+        .read_buffer_size(super::SOCKET_READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let live = state.live.clone();
             serve(state, caller, socket).await;

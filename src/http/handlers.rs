@@ -128,6 +128,7 @@ pub async fn chat_socket(
     Ok(ws
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .read_buffer_size(super::SOCKET_READ_BUFFER)
         .on_upgrade(move |socket| async move {
             metrics::gauge!(m::OPEN_SOCKETS).increment(1.0);
             chat.serve_socket(socket, gateway).await;

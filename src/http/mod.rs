@@ -163,6 +163,11 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The read buffer of each WebSocket (widget and console). tungstenite zero-fills the whole buffer
+/// on every read (128 KiB by default), which cost more CPU than the messages themselves; frames
+/// here are small, and a larger frame still grows the buffer to its size.
+pub(crate) const SOCKET_READ_BUFFER: usize = 4 * 1024;
+
 /// All routes of the gateway.
 pub fn routes(state: AppState) -> axum::Router {
     let limit = state.config.http.max_body_bytes;
