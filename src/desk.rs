@@ -24,8 +24,8 @@ use crate::ownership::{Action, Status};
 use crate::replies::Replies;
 use crate::router::Router;
 use crate::store::{
-    db, placeholders, ChangeError, Conversation, ConversationEvent, NewMessage, Result,
-    StatusChange, Store, StoreError, TranscriptMessage,
+    db, dynamic_query, placeholders, ChangeError, Conversation, ConversationEvent, NewMessage,
+    Result, StatusChange, Store, StoreError, TranscriptMessage,
 };
 
 /// Whether an agent may see a conversation: its own, or one for a team it belongs to. Admins see
@@ -239,7 +239,7 @@ impl Store {
         kind_of: impl Fn(&str) -> &'static str,
     ) -> Result<Vec<Summary>> {
         let sql = format!("{SUMMARY_SQL}{rest}");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = dynamic_query(self.backend(), sql);
         for b in binds {
             query = query.bind(b);
         }
@@ -286,7 +286,7 @@ impl Store {
              annotations FROM messages WHERE {} ORDER BY conversation_id, seq",
             terms.join(" OR ")
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = dynamic_query(self.backend(), sql);
         for (id, seq) in after {
             q = q.bind(id).bind(*seq);
         }
@@ -313,7 +313,7 @@ impl Store {
              WHERE conversation_id IN ({}) GROUP BY conversation_id",
             placeholders(1, ids.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = dynamic_query(self.backend(), sql);
         for id in ids {
             q = q.bind(id);
         }
@@ -734,10 +734,17 @@ impl Desk {
         if text.is_empty() {
             return Err(DeskError::Invalid("the reply is empty".into()));
         }
-        let c = self.load(caller, id).await?;
         let mut message = NewMessage::text(Author::Agent, text);
         message.metadata = json!({ "agent": { "id": agent.id, "name": agent.name } });
-        let seq = self.replies.post(&c, &agent.id, message).await?;
+        // The store's ownership check comes first: an owner may see its conversation, so on the
+        // usual path nothing is read before the write. Refused, the conversation is read to say
+        // why (no such conversation, another team's, or not assigned to this agent).
+        let Some(seq) = self.replies.post(id, &agent.id, message).await? else {
+            self.load(caller, id).await?;
+            return Err(DeskError::Conflict(
+                "the conversation is not assigned to you: take it first".into(),
+            ));
+        };
         self.live.touch(id);
         Ok(seq)
     }

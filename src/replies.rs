@@ -6,7 +6,8 @@
 //! statements on the database's single writer, then three more for the outbox worker to find,
 //! claim and complete the delivery. Here the replies waiting when the writer is free share one
 //! transaction of four statements whatever their number: one conditional update numbers the
-//! messages of the conversations the agents still own (the ownership check), one looks for
+//! messages of the conversations the agents still own (the ownership check, which also returns
+//! where the reply goes, so a reply needs no read of its own), one looks for
 //! older undelivered messages, and one multi-row insert each stores the messages and their outbox
 //! rows. The outbox rows are written already reserved for this process (with the usual lease),
 //! so the outbox delivers them at once in order, without a poll, and a crash leaves them to the
@@ -28,8 +29,8 @@ use crate::batch::take_waiting;
 use crate::desk::DeskError;
 use crate::outbox::Outbox;
 use crate::store::{
-    db, max_cross_conversation_batch, placeholders, Conversation, Delivery, Direct, NewMessage,
-    Store, StoreError,
+    backend_of, db, dynamic_query, max_cross_conversation_batch, placeholders, Delivery, Direct,
+    NewMessage, Store, StoreError,
 };
 
 /// Most replies stored in one transaction.
@@ -37,15 +38,23 @@ const MAX_BATCH: usize = 64;
 
 /// An agent's reply to store.
 struct Reply {
-    conversation: Conversation,
+    conversation_id: String,
     agent_id: String,
     message: NewMessage,
+}
+
+/// Where a reply goes: read by the statement that numbers it.
+struct Destination {
+    seq: i64,
+    contact_id: String,
+    channel: String,
+    contact_external_id: String,
 }
 
 /// One reply waiting for the writer.
 struct Job {
     reply: Reply,
-    answer: oneshot::Sender<Result<i64, DeskError>>,
+    answer: oneshot::Sender<Result<Option<i64>, DeskError>>,
 }
 
 /// Stores agents' replies: through the batching writer (SQLite), or each in its request
@@ -82,15 +91,16 @@ impl Replies {
     }
 
     /// Stores an agent's reply while that agent owns the conversation, and queues its delivery.
-    /// Returns the message's sequence number.
+    /// Returns the message's sequence number, or `None` when the agent does not own the
+    /// conversation (or there is no such conversation): the caller finds out which.
     pub async fn post(
         &self,
-        conversation: &Conversation,
+        conversation_id: &str,
         agent_id: &str,
         message: NewMessage,
-    ) -> Result<i64, DeskError> {
+    ) -> Result<Option<i64>, DeskError> {
         let reply = Reply {
-            conversation: conversation.clone(),
+            conversation_id: conversation_id.to_string(),
             agent_id: agent_id.to_string(),
             message,
         };
@@ -135,7 +145,7 @@ async fn run(
         let mut later = Vec::new();
         let mut in_batch = HashSet::new();
         for job in carried.drain(..) {
-            if batch.len() < max_batch && in_batch.insert(job.reply.conversation.id.clone()) {
+            if batch.len() < max_batch && in_batch.insert(job.reply.conversation_id.clone()) {
                 batch.push(job);
             } else {
                 later.push(job);
@@ -186,15 +196,10 @@ enum Posted {
 
 impl Posted {
     /// What the agent is told, and what the outbox delivers.
-    fn answer(self) -> (Result<i64, DeskError>, Option<Direct>) {
+    fn answer(self) -> (Result<Option<i64>, DeskError>, Option<Direct>) {
         match self {
-            Posted::Stored { seq, direct } => (Ok(seq), Some(*direct)),
-            Posted::NotOwned => (
-                Err(DeskError::Conflict(
-                    "the conversation is not assigned to you: take it first".into(),
-                )),
-                None,
-            ),
+            Posted::Stored { seq, direct } => (Ok(Some(seq)), Some(*direct)),
+            Posted::NotOwned => (Ok(None), None),
             Posted::Failed(e) => (Err(DeskError::Store(e)), None),
         }
     }
@@ -215,38 +220,51 @@ impl Store {
             .await
             .map_err(db("starting a transaction"))?;
 
-        // Number the messages where the agent still owns the conversation. This locks those rows
-        // on PostgreSQL first, so the look for older deliveries below sees every earlier commit.
+        // Number the messages where the agent still owns the conversation, and read where each
+        // goes. This locks those rows on PostgreSQL first, so the look for older deliveries below
+        // sees every earlier commit.
+        // Parameters in order, each once, so that they are cheap to bind (`dynamic_query`).
         let n = jobs.len();
         let cases: String = (0..n)
-            .map(|i| format!(" WHEN ${} THEN ${}", 2 + i, 2 + n + i))
+            .map(|i| format!(" WHEN ${} THEN ${}", 3 + n + 2 * i, 4 + n + 2 * i))
             .collect();
         let sql = format!(
             "UPDATE conversations SET last_seq = last_seq + 1, updated_at = $1, \
-             last_message_at = $1 WHERE id IN ({}) AND status = 'assigned' \
-             AND assignee = CASE id{cases} END RETURNING id, last_seq",
-            placeholders(2, n)
+             last_message_at = $2 WHERE id IN ({}) AND status = 'assigned' \
+             AND assignee = CASE id{cases} END RETURNING id, last_seq, contact_id, channel, \
+             (SELECT i.external_id FROM contact_identities i WHERE i.contact_id = \
+             conversations.contact_id AND i.channel = conversations.channel) AS contact_external_id",
+            placeholders(3, n)
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        let mut q = dynamic_query(backend_of(&tx), sql).bind(now).bind(now);
         for job in jobs {
-            q = q.bind(&job.conversation.id);
+            q = q.bind(&job.conversation_id);
         }
         for job in jobs {
-            q = q.bind(&job.agent_id);
+            q = q.bind(&job.conversation_id).bind(&job.agent_id);
         }
         let rows = q
             .fetch_all(&mut *tx)
             .await
             .map_err(db("numbering replies"))?;
-        let mut seqs: HashMap<String, i64> = HashMap::new();
+        let mut destinations: HashMap<String, Destination> = HashMap::new();
         for r in &rows {
-            let id: String = r.try_get("id").map_err(db("numbering replies"))?;
-            let seq: i64 = r.try_get("last_seq").map_err(db("numbering replies"))?;
-            seqs.insert(id, seq);
+            let get = |column: &str| -> Result<String, StoreError> {
+                r.try_get(column).map_err(db("numbering replies"))
+            };
+            destinations.insert(
+                get("id")?,
+                Destination {
+                    seq: r.try_get("last_seq").map_err(db("numbering replies"))?,
+                    contact_id: get("contact_id")?,
+                    channel: get("channel")?,
+                    contact_external_id: get("contact_external_id")?,
+                },
+            );
         }
-        let owned: Vec<&&Reply> = jobs
+        let owned: Vec<(&&Reply, &Destination)> = jobs
             .iter()
-            .filter(|j| seqs.contains_key(&j.conversation.id))
+            .filter_map(|j| destinations.get(&j.conversation_id).map(|d| (j, d)))
             .collect();
         if owned.is_empty() {
             tx.commit().await.map_err(db("committing replies"))?;
@@ -254,17 +272,24 @@ impl Store {
         }
 
         // Deliveries still pending in these conversations: the new ones must wait for them.
-        let ids: Vec<&str> = owned.iter().map(|j| j.conversation.id.as_str()).collect();
+        let ids: Vec<&str> = owned
+            .iter()
+            .map(|(j, _)| j.conversation_id.as_str())
+            .collect();
         let mut pending = Store::pending_deliveries(&mut tx, &ids).await?;
 
         // The messages and their outbox rows, reserved for this process until `lease_until`.
         let deliveries: Vec<Delivery> = owned
             .iter()
-            .map(|job| {
-                let c = &job.conversation;
+            .map(|(job, to)| {
                 Delivery::new_row(
-                    (&c.id, &c.contact_id, &c.channel, &c.contact_external_id),
-                    seqs[&c.id],
+                    (
+                        &job.conversation_id,
+                        &to.contact_id,
+                        &to.channel,
+                        &to.contact_external_id,
+                    ),
+                    to.seq,
                     &job.message,
                     now,
                     (1, lease_until),
@@ -274,7 +299,7 @@ impl Store {
         let rows: Vec<(&Delivery, &NewMessage)> = deliveries
             .iter()
             .zip(&owned)
-            .map(|(d, job)| (d, &job.message))
+            .map(|(d, (job, _))| (d, &job.message))
             .collect();
         Store::insert_messages_and_deliveries(&mut tx, &rows).await?;
         tx.commit().await.map_err(db("committing replies"))?;
@@ -285,7 +310,7 @@ impl Store {
             .collect();
         Ok(jobs
             .iter()
-            .map(|job| match by_conversation.remove(&job.conversation.id) {
+            .map(|job| match by_conversation.remove(&job.conversation_id) {
                 Some(delivery) => Posted::Stored {
                     seq: delivery.seq,
                     direct: Box::new(Direct {

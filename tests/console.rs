@@ -430,6 +430,22 @@ async fn agents_need_a_session_and_see_only_their_teams() {
         .post(&format!("/api/v1/conversations/{c}/take"), json!({}))
         .await;
     assert_eq!(code, 403);
+    // A reply is refused for the reason that applies: another team's conversation, or none.
+    let (code, body) = bob
+        .post(
+            &format!("/api/v1/conversations/{c}/messages"),
+            json!({ "text": "hello" }),
+        )
+        .await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+    let (code, body) = bob
+        .post(
+            "/api/v1/conversations/no-such-conversation/messages",
+            json!({ "text": "hello" }),
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
     let (_, list) = bob.get("/api/v1/conversations?view=waiting").await;
     assert!(
         !list["conversations"]
