@@ -29,8 +29,8 @@ use crate::batch::take_waiting;
 use crate::desk::DeskError;
 use crate::outbox::Outbox;
 use crate::store::{
-    backend_of, db, dynamic_query, max_cross_conversation_batch, placeholders, Delivery, Direct,
-    NewMessage, Store, StoreError,
+    db, dynamic_query, max_cross_conversation_batch, placeholders, Delivery, Direct, NewMessage,
+    Store, StoreError,
 };
 
 /// Most replies stored in one transaction.
@@ -236,7 +236,7 @@ impl Store {
              conversations.contact_id AND i.channel = conversations.channel) AS contact_external_id",
             placeholders(3, n)
         );
-        let mut q = dynamic_query(backend_of(&tx), sql).bind(now).bind(now);
+        let mut q = dynamic_query(self.backend(), sql).bind(now).bind(now);
         for job in jobs {
             q = q.bind(&job.conversation_id);
         }
