@@ -71,6 +71,10 @@ class Layer(nn.Module):
         self.fi = nn.Linear(hidden, ffn)
         self.fo = nn.Linear(ffn, hidden)
         self.oln = nn.LayerNorm(hidden, eps=eps)
+        self.p_drop = 0.0  # training-time dropout (BERT style); 0 = off; never used in eval mode
+
+    def drop(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.p_drop, True) if self.training and self.p_drop > 0 else x
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         b, n, h = x.shape
@@ -78,9 +82,9 @@ class Layer(nn.Module):
         k = self.k(x).view(b, n, self.heads, self.hd).permute(0, 2, 3, 1)
         v = self.v(x).view(b, n, self.heads, self.hd).transpose(1, 2)
         scores = torch.matmul(q, k) * (1.0 / math.sqrt(self.hd)) + bias
-        ctx = torch.matmul(scores.softmax(-1), v).transpose(1, 2).reshape(b, n, h)
-        x = self.aln(x + self.ao(ctx))
-        return self.oln(x + self.fo(F.gelu(self.fi(x))))
+        ctx = torch.matmul(self.drop(scores.softmax(-1)), v).transpose(1, 2).reshape(b, n, h)
+        x = self.aln(x + self.drop(self.ao(ctx)))
+        return self.oln(x + self.drop(self.fo(F.gelu(self.fi(x)))))
 
 
 class E5Encoder(nn.Module):
@@ -96,6 +100,12 @@ class E5Encoder(nn.Module):
         self.typ = nn.Parameter(torch.zeros(type_vocab, hidden))
         self.emb_ln = nn.LayerNorm(hidden, eps=eps)
         self.layers = nn.ModuleList(Layer(hidden, heads, ffn, eps) for _ in range(layers))
+        self.p_drop = 0.0
+
+    def set_dropout(self, p: float) -> None:
+        self.p_drop = p
+        for layer in self.layers:
+            layer.p_drop = p
 
     def embed(self, input_ids: torch.Tensor, token_type_ids=None) -> torch.Tensor:
         b, n = input_ids.shape
@@ -104,7 +114,8 @@ class E5Encoder(nn.Module):
         word = (codes * scales).view(b, n, self.hidden)
         typ = self.typ[0] if token_type_ids is None else self.typ[token_type_ids]
         x = word + self.pos[:n] + typ
-        return self.emb_ln(x)
+        x = self.emb_ln(x)
+        return F.dropout(x, self.p_drop, True) if self.training and self.p_drop > 0 else x
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids=None) -> torch.Tensor:

@@ -101,6 +101,9 @@ def parse_args(argv=None):
     p.add_argument("--subset", type=int, default=0, help="use only N random train rows (smoke test)")
     p.add_argument("--val-subset", type=int, default=0, help="evaluate on N random val rows (smoke test)")
     p.add_argument("--evals-per-epoch", type=int, default=1)
+    p.add_argument("--dropout", type=float, default=0.0, help="BERT-style dropout while training")
+    p.add_argument("--resume", action="store_true",
+                   help="save OUT/resume.pt at every evaluation and continue from it if present")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward pass")
     return p.parse_args(argv)
@@ -133,6 +136,7 @@ def main(argv=None):
 
     t0 = time.time()
     encoder = E5Encoder.from_e5s1()
+    encoder.set_dropout(args.dropout)
     model = Classifier(encoder, len(classes), args.feat_scale)
     print(f"loaded weights in {time.time() - t0:.1f}s", flush=True)
     if args.init_head == "lr":
@@ -189,21 +193,40 @@ def main(argv=None):
           f"warmup {warmup}", flush=True)
 
     log_path = out / "log.jsonl"
-    log_path.write_text("")
-    if args.init_head == "lr":
-        with open(log_path, "a") as handle:
-            handle.write(json.dumps(rec) + "\n")
+    resume_path = out / "resume.pt"
     best_crit, step, epoch = None, 0, 0
+    train_seconds = 0.0
+    resumed = None
+    if args.resume and resume_path.exists():
+        resumed = torch.load(resume_path, map_location="cpu", weights_only=False)
+        model.load_state_dict({**resumed["model"], "encoder.word_codes": encoder.word_codes,
+                               "encoder.word_scales": encoder.word_scales})
+        opt.load_state_dict(resumed["opt"])
+        step, best_crit, train_seconds = resumed["step"], resumed["best_crit"], resumed["train_seconds"]
+        rng.bit_generator.state = resumed["np_rng"]
+        torch.set_rng_state(resumed["torch_rng"])
+        print(f"resumed from {resume_path} at step {step}", flush=True)
+    else:
+        log_path.write_text("")
+        if args.init_head == "lr":
+            with open(log_path, "a") as handle:
+                handle.write(json.dumps(rec) + "\n")
     t_train = time.time()
     t_epoch = t_print = time.time()
-    train_seconds = 0.0
     while step < total_steps:
-        if args.supcon > 0:
-            batches = class_balanced_batches(ytr, args.batch, args.per_class, rng)
+        if resumed is not None:  # finish the interrupted epoch with its saved batch order
+            batches, first_bi = resumed["batches"], resumed["bi_next"]
+            running, n_seen = resumed["running"], resumed["n_seen"]
+            resumed = None
         else:
-            batches = length_bucketed_batches(lengths, args.batch, rng)
-        running, n_seen = 0.0, 0
+            if args.supcon > 0:
+                batches = class_balanced_batches(ytr, args.batch, args.per_class, rng)
+            else:
+                batches = length_bucketed_batches(lengths, args.batch, rng)
+            first_bi, running, n_seen = 0, 0.0, 0
         for bi, idx in enumerate(batches):
+            if bi < first_bi:
+                continue
             if step >= total_steps:
                 break
             model.train()
@@ -248,9 +271,20 @@ def main(argv=None):
                     best_crit = crit
                     save(model, out / "best.pt", classes, args, rec)
                     print(f"  saved best checkpoint (criterion {crit:.4f})", flush=True)
+                if args.resume:
+                    state = {k: v for k, v in model.state_dict().items()
+                             if k not in ("encoder.word_codes", "encoder.word_scales")}
+                    torch.save({"model": state, "opt": opt.state_dict(), "step": step,
+                                "best_crit": best_crit, "train_seconds": train_seconds,
+                                "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                                "batches": batches, "bi_next": bi + 1, "running": running,
+                                "n_seen": n_seen}, resume_path.with_suffix(".tmp"))
+                    resume_path.with_suffix(".tmp").replace(resume_path)
                 t_epoch = t_print = time.time()  # restart the training clock after evaluating
         epoch += 1
     save(model, out / "last.pt", classes, args, {"step": step})
+    if resume_path.exists():
+        resume_path.unlink()
     print(f"done: {step} steps, train time {train_seconds:.0f}s, total {time.time() - t_train:.0f}s, "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB", flush=True)
 
