@@ -12,6 +12,7 @@
 //! latency counts from the message's scheduled time, so a slow answer that delays the next message
 //! is charged to it as well (no coordinated omission).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +70,55 @@ async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
         let frame = ws.next().await.context("socket closed")??;
         if let Message::Text(t) = frame {
             return Ok(serde_json::from_str(&t)?);
+        }
+    }
+}
+
+/// The few fields of a frame the measured loops look at. Parsed in place instead of into a
+/// `Value` (a map per object): the clients share the two cores with the gateway, and building
+/// every frame as a tree was most of their own cost.
+#[derive(serde::Deserialize)]
+struct Seen<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    conversation_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<SeenMessage<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct SeenMessage<'a> {
+    #[serde(borrow)]
+    author: Cow<'a, str>,
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+}
+
+#[derive(serde::Serialize)]
+struct Text<'a> {
+    text: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct CustomerFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    client_id: &'a str,
+    text: &'a str,
+}
+
+/// Waits for the widget socket to show a message with this text.
+async fn until_text(ws: &mut Ws, text: &str) -> anyhow::Result<()> {
+    loop {
+        let frame = ws.next().await.context("socket closed")??;
+        if let Message::Text(t) = frame {
+            let seen: Seen = serde_json::from_str(&t)?;
+            if seen.kind == "message" && seen.text.as_deref() == Some(text) {
+                return Ok(());
+            }
         }
     }
 }
@@ -162,7 +212,7 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
     }
 
     // Each agent's console socket; frames are routed to the conversation's task.
-    let mut routes: HashMap<String, mpsc::UnboundedSender<Value>> = HashMap::new();
+    let mut routes: HashMap<String, mpsc::UnboundedSender<String>> = HashMap::new();
     let mut inboxes = Vec::new();
     for (id, _, _) in &customers {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -176,10 +226,18 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
             .await?;
         let routes = routes.clone();
         tokio::spawn(async move {
-            while let Ok(v) = next_json(&mut ws).await {
-                if v["type"] == "message" {
-                    if let Some(tx) = v["conversation_id"].as_str().and_then(|c| routes.get(c)) {
-                        let _ = tx.send(v);
+            // Only customers' messages: the console also shows the agent's own replies.
+            while let Some(Ok(frame)) = ws.next().await {
+                let Message::Text(t) = frame else { continue };
+                let Ok(seen) = serde_json::from_str::<Seen>(&t) else {
+                    continue;
+                };
+                let (Some(id), Some(message)) = (seen.conversation_id, seen.message) else {
+                    continue;
+                };
+                if seen.kind == "message" && message.author == "customer" {
+                    if let Some(tx) = routes.get(id.as_ref()) {
+                        let _ = tx.send(message.text.into_owned());
                     }
                 }
             }
@@ -331,7 +389,7 @@ async fn conversation(
     id: String,
     agent: String,
     mut ws: Ws,
-    mut inbox: mpsc::UnboundedReceiver<Value>,
+    mut inbox: mpsc::UnboundedReceiver<String>,
     http: reqwest::Client,
     base: String,
     plan: Plan,
@@ -348,17 +406,12 @@ async fn conversation(
         let resp = http
             .post(&url)
             .bearer_auth(&agent)
-            .json(&json!({ "text": text }))
+            .json(&Text { text: &text })
             .send()
             .await?;
         anyhow::ensure!(resp.status().as_u16() == 201, "reply: {}", resp.status());
         l.stored.push(micros(sent));
-        loop {
-            let v = next_json(&mut ws).await?;
-            if v["type"] == "message" && v["text"] == text.as_str() {
-                break;
-            }
-        }
+        until_text(&mut ws, &text).await?;
         l.to_customer.push(micros(sent));
     }
     barrier.wait().await;
@@ -367,16 +420,19 @@ async fn conversation(
     for n in 0..messages {
         let text = format!("customer message {n}");
         let sent = send_time(schedule, phase, n).await;
-        ws.send(Message::text(
-            json!({"type":"message","client_id":format!("{id}-{n}"),"text":text}).to_string(),
-        ))
-        .await?;
+        let frame = CustomerFrame {
+            kind: "message",
+            client_id: &format!("{id}-{n}"),
+            text: &text,
+        };
+        ws.send(Message::text(serde_json::to_string(&frame)?))
+            .await?;
         loop {
-            let v = tokio::time::timeout(Duration::from_secs(60), inbox.recv())
+            let shown = tokio::time::timeout(Duration::from_secs(60), inbox.recv())
                 .await
                 .context("no console frame in 60 s")?
                 .context("console gone")?;
-            if v["message"]["text"] == text.as_str() {
+            if shown == text {
                 break;
             }
         }
