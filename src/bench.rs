@@ -19,6 +19,46 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Config;
 
+/// A benchmark client's WebSocket.
+pub(crate) type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a benchmark client's socket with a small read buffer, as the gateway's (tungstenite
+/// zero-fills its read buffer on every read; at the default 128 KiB the clients' own reads
+/// dominated the profile).
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Ws> {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(crate::http::SOCKET_READ_BUFFER);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
+    Ok(ws)
+}
+
+/// The fields of a widget frame the ingest client checks, read in place (no `Value` tree).
+#[derive(serde::Deserialize)]
+struct Reply<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    client_id: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Serialize)]
+struct Outgoing<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    client_id: &'a str,
+    text: &'a str,
+}
+
+fn message_frame(client_id: &str, n: usize) -> anyhow::Result<Message> {
+    let text = format!("my internet is down, message {n}");
+    Ok(Message::text(serde_json::to_string(&Outgoing {
+        kind: "message",
+        client_id,
+        text: &text,
+    })?))
+}
+
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
     /// Widget sessions sending messages through /ws/chat into storage.
@@ -125,11 +165,21 @@ async fn ingest(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
     }
     barrier.wait().await;
     let started = Instant::now();
+    let mut results = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        results.push(t.await?);
+    }
+    // Latencies are merged after the clock stops, not while other sessions are measured.
+    let elapsed = started.elapsed();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut failures = 0usize;
-    for t in tasks {
-        match t.await? {
-            Ok(h) => hist.add(h)?,
+    for result in results {
+        match result {
+            Ok(latencies) => {
+                for us in latencies {
+                    hist.record(us)?;
+                }
+            }
             Err(e) => {
                 failures += 1;
                 if failures <= 3 {
@@ -138,7 +188,6 @@ async fn ingest(args: IngestArgs, mut config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    let elapsed = started.elapsed();
     let acked = hist.len();
     let mode = if args.rate > 0.0 {
         format!(
@@ -185,14 +234,14 @@ async fn session(
     messages: usize,
     rate: f64,
     barrier: Arc<Barrier>,
-) -> anyhow::Result<Histogram<u64>> {
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let connected = tokio_tungstenite::connect_async(&url).await;
-    let (mut ws, _) = match connected {
-        Ok(c) => c,
+) -> anyhow::Result<Vec<u64>> {
+    // Latencies in µs: a histogram per session would zero-fill megabytes while others run.
+    let mut latencies = Vec::with_capacity(messages);
+    let mut ws = match connect(&url).await {
+        Ok(ws) => ws,
         Err(e) => {
             barrier.wait().await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     ws.send(Message::text(
@@ -201,42 +250,37 @@ async fn session(
     .await?;
     barrier.wait().await;
     if rate > 0.0 {
-        return open_loop(index, ws, messages, rate, hist).await;
+        return open_loop(index, ws, messages, rate, latencies).await;
     }
     for n in 0..messages {
         let client_id = format!("{index}-{n}");
         let sent = Instant::now();
-        ws.send(Message::text(
-            serde_json::json!({"type":"message","client_id":client_id,"text":format!("my internet is down, message {n}")}).to_string(),
-        ))
-        .await?;
+        ws.send(message_frame(&client_id, n)?).await?;
         loop {
             let frame = ws.next().await.context("socket closed before the ack")??;
             let Message::Text(text) = frame else { continue };
-            let v: serde_json::Value = serde_json::from_str(&text)?;
-            match v["type"].as_str() {
-                Some("ack") if v["client_id"] == client_id.as_str() => break,
-                Some("error") => anyhow::bail!("server error: {text}"),
+            let reply: Reply = serde_json::from_str(&text)?;
+            match reply.kind.as_ref() {
+                "ack" if reply.client_id.as_deref() == Some(client_id.as_str()) => break,
+                "error" => anyhow::bail!("server error: {text}"),
                 _ => {}
             }
         }
-        hist.record(sent.elapsed().as_micros() as u64)?;
+        latencies.push(sent.elapsed().as_micros() as u64);
     }
     let _ = ws.close(None).await;
-    Ok(hist)
+    Ok(latencies)
 }
 
 /// Sends at a fixed pace (first message at a random offset, so sessions do not move in lockstep)
 /// and times each message from its send to its ack.
 async fn open_loop(
     index: usize,
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    ws: Ws,
     messages: usize,
     rate: f64,
-    mut hist: Histogram<u64>,
-) -> anyhow::Result<Histogram<u64>> {
+    mut latencies: Vec<u64>,
+) -> anyhow::Result<Vec<u64>> {
     let (mut sink, mut stream) = ws.split();
     let sent: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> = Arc::default();
     let period = Duration::from_secs_f64(1.0 / rate);
@@ -249,12 +293,12 @@ async fn open_loop(
         for n in 0..messages {
             tick.tick().await;
             let client_id = format!("{index}-{n}");
-            let frame = serde_json::json!({"type":"message","client_id":client_id,"text":format!("my internet is down, message {n}")});
+            let frame = message_frame(&client_id, n)?;
             sent_by_writer
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(client_id, Instant::now());
-            sink.send(Message::text(frame.to_string())).await?;
+            sink.send(frame).await?;
         }
         anyhow::Ok(sink)
     });
@@ -265,23 +309,23 @@ async fn open_loop(
             .await
             .context("socket closed before all acks")??;
         let Message::Text(text) = frame else { continue };
-        let v: serde_json::Value = serde_json::from_str(&text)?;
-        match v["type"].as_str() {
-            Some("ack") => {
-                let id = v["client_id"].as_str().unwrap_or_default();
+        let reply: Reply = serde_json::from_str(&text)?;
+        match reply.kind.as_ref() {
+            "ack" => {
+                let id = reply.client_id.as_deref().unwrap_or_default();
                 let started = sent.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
                 if let Some(t) = started {
-                    hist.record(t.elapsed().as_micros() as u64)?;
+                    latencies.push(t.elapsed().as_micros() as u64);
                     acked += 1;
                 }
             }
-            Some("error") => anyhow::bail!("server error: {text}"),
+            "error" => anyhow::bail!("server error: {text}"),
             _ => {}
         }
     }
     let mut sink = writer.await??;
     let _ = sink.close().await;
-    Ok(hist)
+    Ok(latencies)
 }
 
 /// Customer-like texts in four languages from the labelled sets (no cache hits: all distinct).

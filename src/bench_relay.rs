@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agents::{NewAgent, Role};
 use crate::app::App;
-use crate::bench::latency_ms;
+use crate::bench::{connect, latency_ms, Ws};
 use crate::config::Config;
 
 #[derive(clap::Args)]
@@ -51,19 +51,7 @@ pub struct RelayArgs {
     pub database_url: Option<String>,
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 const PASSWORD: &str = "bench-password-1";
-
-/// The clients' sockets: a small read buffer, as the gateway's (tungstenite zero-fills it on
-/// every read; at the default 128 KiB the clients' own reads dominated the profile).
-async fn connect(url: String) -> anyhow::Result<Ws> {
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(crate::http::SOCKET_READ_BUFFER);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false).await?;
-    Ok(ws)
-}
 
 async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {
     loop {
@@ -186,7 +174,7 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
             .json()
             .await?;
         let token = v["token"].as_str().context("widget token")?.to_string();
-        let mut ws = connect(format!("ws://{addr}/ws/chat")).await?;
+        let mut ws = connect(&format!("ws://{addr}/ws/chat")).await?;
         ws.send(Message::text(
             json!({"type":"hello","token":token,"last_seq":0}).to_string(),
         ))
@@ -221,7 +209,7 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
     }
     let routes = Arc::new(routes);
     for token in &agents {
-        let mut ws = connect(format!("ws://{addr}/ws/console?token={token}")).await?;
+        let mut ws = connect(&format!("ws://{addr}/ws/console?token={token}")).await?;
         ws.send(Message::text(json!({"type":"hello","after":0}).to_string()))
             .await?;
         let routes = routes.clone();
