@@ -566,9 +566,13 @@ impl Desk {
         id: &str,
     ) -> DeskResult<(Summary, Vec<TranscriptMessage>, Vec<ConversationEvent>)> {
         self.load(caller, id).await?;
-        let summary = self.summary(id).await?;
+        // Separate reads see separate snapshots. The transcript and events are read before the
+        // summary, so everything they show is already reflected in the status it reports: read
+        // the other way round, a hand-off committed in between showed its queue message beside
+        // the old status "bot".
         let messages = self.store.transcript(id).await?;
         let events = self.store.events(id).await?;
+        let summary = self.summary(id).await?;
         Ok((summary, messages, events))
     }
 
