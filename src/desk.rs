@@ -24,8 +24,8 @@ use crate::ownership::{Action, Status};
 use crate::replies::Replies;
 use crate::router::Router;
 use crate::store::{
-    db, dynamic_query, placeholders, ChangeError, Conversation, ConversationEvent, NewMessage,
-    Result, StatusChange, Store, StoreError, TranscriptMessage,
+    db, dynamic_query, placeholders, Backend, ChangeError, Conversation, ConversationEvent,
+    NewMessage, Result, StatusChange, Store, StoreError, TranscriptMessage,
 };
 
 /// Whether an agent may see a conversation: its own, or one for a team it belongs to. Admins see
@@ -238,16 +238,66 @@ impl Store {
         binds: &[String],
         kind_of: impl Fn(&str) -> &'static str,
     ) -> Result<Vec<Summary>> {
+        let mut conn = self
+            .read
+            .acquire()
+            .await
+            .map_err(db("reading conversation summaries"))?;
+        Self::read_summaries_on(&mut conn, self.backend(), rest, binds, kind_of).await
+    }
+
+    /// `read_summaries` on a given connection (a snapshot shared with other reads).
+    async fn read_summaries_on(
+        conn: &mut sqlx::AnyConnection,
+        backend: Backend,
+        rest: &str,
+        binds: &[String],
+        kind_of: impl Fn(&str) -> &'static str,
+    ) -> Result<Vec<Summary>> {
         let sql = format!("{SUMMARY_SQL}{rest}");
-        let mut query = dynamic_query(self.backend(), sql);
+        let mut query = dynamic_query(backend, sql);
         for b in binds {
             query = query.bind(b);
         }
         let rows = query
-            .fetch_all(&self.read)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db("reading conversation summaries"))?;
         rows.iter().map(|r| summary_from_row(r, &kind_of)).collect()
+    }
+
+    /// One conversation's summary, transcript and events, read from one snapshot. Read as three
+    /// separate statements, a change committed between them showed its new message beside the
+    /// old status (or a new rating beside a transcript without the thanks for it). SQLite keeps
+    /// a read transaction's snapshot from its first read; PostgreSQL needs repeatable read.
+    pub async fn conversation_view(
+        &self,
+        id: &str,
+        kind_of: impl Fn(&str) -> &'static str,
+    ) -> Result<Option<(Summary, Vec<TranscriptMessage>, Vec<ConversationEvent>)>> {
+        let mut tx = self
+            .read
+            .begin()
+            .await
+            .map_err(db("reading a conversation"))?;
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await
+                .map_err(db("reading a conversation"))?;
+        }
+        let rest = format!(" WHERE c.id IN ({})", placeholders(1, 1));
+        let ids = [id.to_string()];
+        let summary = Self::read_summaries_on(&mut tx, self.backend(), &rest, &ids, kind_of)
+            .await?
+            .pop();
+        let Some(summary) = summary else {
+            return Ok(None);
+        };
+        let messages = Self::transcript_on(&mut tx, id).await?;
+        let events = Self::events_from_on(&mut tx, id, 0).await?;
+        tx.commit().await.map_err(db("reading a conversation"))?;
+        Ok(Some((summary, messages, events)))
     }
 
     /// Several conversations' summaries in one read (the console feed's batches).
@@ -566,14 +616,10 @@ impl Desk {
         id: &str,
     ) -> DeskResult<(Summary, Vec<TranscriptMessage>, Vec<ConversationEvent>)> {
         self.load(caller, id).await?;
-        // Separate reads see separate snapshots. The transcript and events are read before the
-        // summary, so everything they show is already reflected in the status it reports: read
-        // the other way round, a hand-off committed in between showed its queue message beside
-        // the old status "bot".
-        let messages = self.store.transcript(id).await?;
-        let events = self.store.events(id).await?;
-        let summary = self.summary(id).await?;
-        Ok((summary, messages, events))
+        self.store
+            .conversation_view(id, |c| self.live.kind_of(c))
+            .await?
+            .ok_or_else(|| DeskError::NotFound(id.to_string()))
     }
 
     /// Tells the customer something, in their language, through their channel.

@@ -942,12 +942,25 @@ impl Store {
 
     /// Every message of a conversation with what the gateway understood about it, oldest first.
     pub async fn transcript(&self, conversation_id: &str) -> Result<Vec<TranscriptMessage>> {
+        let mut conn = self
+            .read
+            .acquire()
+            .await
+            .map_err(db("reading a transcript"))?;
+        Self::transcript_on(&mut conn, conversation_id).await
+    }
+
+    /// The transcript on a given connection (a snapshot shared with other reads).
+    pub(crate) async fn transcript_on(
+        conn: &mut sqlx::AnyConnection,
+        conversation_id: &str,
+    ) -> Result<Vec<TranscriptMessage>> {
         let rows = sqlx::query(
             "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies, \
              annotations FROM messages WHERE conversation_id = $1 ORDER BY seq",
         )
         .bind(conversation_id)
-        .fetch_all(&self.read)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db("reading a transcript"))?;
         rows.iter().map(Self::transcript_message).collect()
@@ -974,6 +987,16 @@ impl Store {
         conversation_id: &str,
         skip: usize,
     ) -> Result<Vec<ConversationEvent>> {
+        let mut conn = self.read.acquire().await.map_err(db("reading events"))?;
+        Self::events_from_on(&mut conn, conversation_id, skip).await
+    }
+
+    /// `events_from` on a given connection (a snapshot shared with other reads).
+    pub(crate) async fn events_from_on(
+        conn: &mut sqlx::AnyConnection,
+        conversation_id: &str,
+        skip: usize,
+    ) -> Result<Vec<ConversationEvent>> {
         let rows = sqlx::query(
             "SELECT kind, from_status, to_status, actor, reason, details, created_at \
              FROM conversation_events WHERE conversation_id = $1 ORDER BY created_at, id \
@@ -982,7 +1005,7 @@ impl Store {
         .bind(conversation_id)
         .bind(i64::MAX)
         .bind(i64::try_from(skip).unwrap_or(i64::MAX))
-        .fetch_all(&self.read)
+        .fetch_all(&mut *conn)
         .await
         .map_err(db("reading events"))?;
         let get = |e| StoreError::Db("reading events", e);
