@@ -976,12 +976,7 @@ impl Store {
         })
     }
 
-    /// A conversation's events (status changes with who and why), oldest first.
-    pub async fn events(&self, conversation_id: &str) -> Result<Vec<ConversationEvent>> {
-        self.events_from(conversation_id, 0).await
-    }
-
-    /// A conversation's events after its first `skip`, oldest first.
+    /// A conversation's events (status changes with who and why) after its first `skip`, oldest first.
     pub async fn events_from(
         &self,
         conversation_id: &str,
