@@ -42,12 +42,13 @@ struct Reply<'a> {
     client_id: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// A customer's message frame on `/ws/chat`, as the benchmark clients send it.
 #[derive(serde::Serialize)]
-struct Outgoing<'a> {
+pub(crate) struct Outgoing<'a> {
     #[serde(rename = "type")]
-    kind: &'a str,
-    client_id: &'a str,
-    text: &'a str,
+    pub(crate) kind: &'a str,
+    pub(crate) client_id: &'a str,
+    pub(crate) text: &'a str,
 }
 
 fn message_frame(client_id: &str, n: usize) -> anyhow::Result<Message> {

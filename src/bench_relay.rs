@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agents::{NewAgent, Role};
 use crate::app::App;
-use crate::bench::{connect, latency_ms, Ws};
+use crate::bench::{connect, latency_ms, Outgoing, Ws};
 use crate::config::Config;
 
 #[derive(clap::Args)]
@@ -87,14 +87,6 @@ struct SeenMessage<'a> {
 
 #[derive(serde::Serialize)]
 struct Text<'a> {
-    text: &'a str,
-}
-
-#[derive(serde::Serialize)]
-struct CustomerFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    client_id: &'a str,
     text: &'a str,
 }
 
@@ -408,7 +400,7 @@ async fn conversation(
     for n in 0..messages {
         let text = format!("customer message {n}");
         let sent = send_time(schedule, phase, n).await;
-        let frame = CustomerFrame {
+        let frame = Outgoing {
             kind: "message",
             client_id: &format!("{id}-{n}"),
             text: &text,

@@ -174,6 +174,11 @@ const SUMMARY_SQL: &str = "SELECT c.id, c.channel, c.status, c.assignee, a.name 
      LEFT JOIN agents a ON a.id = c.assignee \
      LEFT JOIN messages lm ON lm.conversation_id = c.id AND lm.seq = c.last_seq";
 
+/// The `WHERE` that `read_summaries` takes to read these conversations (bound in order).
+fn ids_filter(ids: &[String]) -> String {
+    format!(" WHERE c.id IN ({})", placeholders(1, ids.len()))
+}
+
 fn summary_from_row(r: &AnyRow, kind_of: &dyn Fn(&str) -> &'static str) -> Result<Summary> {
     let get = |e| StoreError::Db("reading a conversation summary", e);
     let channel: String = r.try_get("channel").map_err(get)?;
@@ -238,17 +243,13 @@ impl Store {
         binds: &[String],
         kind_of: impl Fn(&str) -> &'static str,
     ) -> Result<Vec<Summary>> {
-        let mut conn = self
-            .read
-            .acquire()
-            .await
-            .map_err(db("reading conversation summaries"))?;
-        Self::read_summaries_on(&mut conn, self.backend(), rest, binds, kind_of).await
+        Self::read_summaries_on(&self.read, self.backend(), rest, binds, kind_of).await
     }
 
-    /// `read_summaries` on a given connection (a snapshot shared with other reads).
-    async fn read_summaries_on(
-        conn: &mut sqlx::AnyConnection,
+    /// `read_summaries`, read through `on` (the pool, or a transaction whose snapshot other reads
+    /// share).
+    async fn read_summaries_on<'e>(
+        on: impl sqlx::Executor<'e, Database = sqlx::Any>,
         backend: Backend,
         rest: &str,
         binds: &[String],
@@ -260,7 +261,7 @@ impl Store {
             query = query.bind(b);
         }
         let rows = query
-            .fetch_all(&mut *conn)
+            .fetch_all(on)
             .await
             .map_err(db("reading conversation summaries"))?;
         rows.iter().map(|r| summary_from_row(r, &kind_of)).collect()
@@ -286,16 +287,16 @@ impl Store {
                 .await
                 .map_err(db("reading a conversation"))?;
         }
-        let rest = format!(" WHERE c.id IN ({})", placeholders(1, 1));
         let ids = [id.to_string()];
-        let summary = Self::read_summaries_on(&mut tx, self.backend(), &rest, &ids, kind_of)
-            .await?
-            .pop();
+        let summary =
+            Self::read_summaries_on(&mut *tx, self.backend(), &ids_filter(&ids), &ids, kind_of)
+                .await?
+                .pop();
         let Some(summary) = summary else {
             return Ok(None);
         };
-        let messages = Self::transcript_on(&mut tx, id).await?;
-        let events = Self::events_from_on(&mut tx, id, 0).await?;
+        let messages = Self::transcript_on(&mut *tx, id).await?;
+        let events = Self::events_from_on(&mut *tx, id, 0).await?;
         tx.commit().await.map_err(db("reading a conversation"))?;
         Ok(Some((summary, messages, events)))
     }
@@ -309,8 +310,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rest = format!(" WHERE c.id IN ({})", placeholders(1, ids.len()));
-        self.read_summaries(&rest, ids, kind_of).await
+        self.read_summaries(&ids_filter(ids), ids, kind_of).await
     }
 
     /// Several conversations' messages after a seq each, in one read, oldest first.

@@ -942,17 +942,13 @@ impl Store {
 
     /// Every message of a conversation with what the gateway understood about it, oldest first.
     pub async fn transcript(&self, conversation_id: &str) -> Result<Vec<TranscriptMessage>> {
-        let mut conn = self
-            .read
-            .acquire()
-            .await
-            .map_err(db("reading a transcript"))?;
-        Self::transcript_on(&mut conn, conversation_id).await
+        Self::transcript_on(&self.read, conversation_id).await
     }
 
-    /// The transcript on a given connection (a snapshot shared with other reads).
-    pub(crate) async fn transcript_on(
-        conn: &mut sqlx::AnyConnection,
+    /// The transcript, read through `on` (the pool, or a transaction whose snapshot other reads
+    /// share).
+    pub(crate) async fn transcript_on<'e>(
+        on: impl sqlx::Executor<'e, Database = sqlx::Any>,
         conversation_id: &str,
     ) -> Result<Vec<TranscriptMessage>> {
         let rows = sqlx::query(
@@ -960,7 +956,7 @@ impl Store {
              annotations FROM messages WHERE conversation_id = $1 ORDER BY seq",
         )
         .bind(conversation_id)
-        .fetch_all(&mut *conn)
+        .fetch_all(on)
         .await
         .map_err(db("reading a transcript"))?;
         rows.iter().map(Self::transcript_message).collect()
@@ -976,19 +972,20 @@ impl Store {
         })
     }
 
-    /// A conversation's events (status changes with who and why) after its first `skip`, oldest first.
+    /// A conversation's events (status changes with who and why) after its first `skip`, oldest
+    /// first.
     pub async fn events_from(
         &self,
         conversation_id: &str,
         skip: usize,
     ) -> Result<Vec<ConversationEvent>> {
-        let mut conn = self.read.acquire().await.map_err(db("reading events"))?;
-        Self::events_from_on(&mut conn, conversation_id, skip).await
+        Self::events_from_on(&self.read, conversation_id, skip).await
     }
 
-    /// `events_from` on a given connection (a snapshot shared with other reads).
-    pub(crate) async fn events_from_on(
-        conn: &mut sqlx::AnyConnection,
+    /// `events_from`, read through `on` (the pool, or a transaction whose snapshot other reads
+    /// share).
+    pub(crate) async fn events_from_on<'e>(
+        on: impl sqlx::Executor<'e, Database = sqlx::Any>,
         conversation_id: &str,
         skip: usize,
     ) -> Result<Vec<ConversationEvent>> {
@@ -1000,7 +997,7 @@ impl Store {
         .bind(conversation_id)
         .bind(i64::MAX)
         .bind(i64::try_from(skip).unwrap_or(i64::MAX))
-        .fetch_all(&mut *conn)
+        .fetch_all(on)
         .await
         .map_err(db("reading events"))?;
         let get = |e| StoreError::Db("reading events", e);
