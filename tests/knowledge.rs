@@ -48,6 +48,20 @@ fn top(result: &Value) -> (&str, &str, f64) {
     )
 }
 
+/// An article's semantic and lexical scores in a search result (zeros when it is not there).
+fn parts(result: &Value, article_id: &str) -> (f64, f64) {
+    let hits = result["hits"].as_array().expect("hits");
+    hits.iter()
+        .find(|h| h["article_id"] == article_id)
+        .map(|h| {
+            (
+                h["semantic"].as_f64().expect("semantic"),
+                h["lexical"].as_f64().expect("lexical"),
+            )
+        })
+        .unwrap_or((0.0, 0.0))
+}
+
 #[tokio::test]
 async fn importing_updating_and_deleting_articles_changes_search() {
     let server = kb_server().await;
@@ -75,6 +89,15 @@ async fn importing_updating_and_deleting_articles_changes_search() {
     let created = search(&server, q).await;
     assert_eq!(top(&created).0, "pets-in-store", "{created:#}");
     assert_ne!(top(&created).1, "none", "{created:#}");
+    // The lexical index took the new article in at once: the question shares its words. The
+    // score is the semantic score plus 0.1 (the default weight) times the lexical one.
+    let (semantic, lexical) = parts(&created, "pets-in-store");
+    assert!(lexical > 0.3, "{created:#}");
+    let score = created["hits"][0]["score"].as_f64().expect("score");
+    assert!(
+        (score - (semantic + 0.1 * lexical)).abs() < 1e-4,
+        "{created:#}"
+    );
 
     // Creating it again is a conflict; a PUT with the same content changes nothing.
     let again = server
@@ -95,6 +118,12 @@ async fn importing_updating_and_deleting_articles_changes_search() {
     });
     let put = put_article(&server, &rewritten).await;
     assert_eq!(put["outcome"], "updated");
+    // Its old words are gone from the lexical index too.
+    let after = search(&server, q).await;
+    assert!(
+        parts(&after, "pets-in-store").1 < lexical / 2.0,
+        "{after:#}"
+    );
     let holidays = search(&server, "is the store open on christmas?").await;
     assert_eq!(top(&holidays).0, "pets-in-store", "{holidays:#}");
 

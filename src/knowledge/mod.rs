@@ -11,11 +11,13 @@
 pub mod article;
 pub mod centering;
 pub mod eval;
+pub mod lexical;
 mod repo;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -23,7 +25,8 @@ use utoipa::ToSchema;
 
 pub use article::{Article, ArticleError, Part};
 pub use centering::Centering;
-pub use repo::StoredArticle;
+pub use lexical::LexicalIndex;
+pub use repo::{KbRevision, StoredArticle};
 
 use crate::embed::{Embedder, Kind};
 use crate::store::{Store, StoreError};
@@ -48,6 +51,9 @@ pub struct KnowledgeConfig {
     pub max_suggestions: usize,
     /// Body chunk size in characters.
     pub chunk_chars: usize,
+    /// Weight of the lexical similarity (shared character n-grams, see [`lexical`]) added to
+    /// the semantic score; 0 turns it off. Tuned on `kb-tune.jsonl`.
+    pub lexical_weight: f32,
 }
 
 impl Default for KnowledgeConfig {
@@ -60,14 +66,17 @@ impl Default for KnowledgeConfig {
             suggest_threshold: DEFAULT_SUGGEST_THRESHOLD,
             max_suggestions: 3,
             chunk_chars: 600,
+            lexical_weight: DEFAULT_LEXICAL_WEIGHT,
         }
     }
 }
 
 /// Calibrated with `frontdesk eval kb --calibrate` on `tests/data/kb-tune.jsonl` (see README).
-pub const DEFAULT_ANSWER_THRESHOLD: f32 = 0.459;
-pub const DEFAULT_ANSWER_SCORE_THRESHOLD: f32 = 0.294;
-pub const DEFAULT_SUGGEST_THRESHOLD: f32 = 0.180;
+pub const DEFAULT_ANSWER_THRESHOLD: f32 = 0.493;
+pub const DEFAULT_ANSWER_SCORE_THRESHOLD: f32 = 0.306;
+pub const DEFAULT_SUGGEST_THRESHOLD: f32 = 0.186;
+/// Chosen on `kb-tune.jsonl` among 0.02 to 0.3 (README, "Knowledge base answers").
+pub const DEFAULT_LEXICAL_WEIGHT: f32 = 0.1;
 
 /// The three boundaries that turn a search into a decision (see [`decide`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -128,9 +137,17 @@ pub enum Decision {
 pub struct Hit {
     pub article_id: String,
     pub title: String,
-    /// Relevance: the cosine similarities of the article's vectors to the (language-centred)
-    /// query, pooled by a soft maximum. Compare it with the thresholds, not with 1.
+    /// Relevance: `semantic + lexical_weight × lexical`. Compare it with the thresholds, not
+    /// with 1.
     pub score: f32,
+    /// The cosine similarities of the article's vectors to the (language-centred) query, pooled
+    /// by a soft maximum.
+    #[serde(default)]
+    pub semantic: f32,
+    /// The best TF-IDF cosine between the message and one of the article's texts, on shared
+    /// character n-grams (0 to 1).
+    #[serde(default)]
+    pub lexical: f32,
     /// The text of that vector (title, example question or body chunk).
     pub matched: String,
     pub part: Part,
@@ -231,7 +248,21 @@ pub struct KnowledgeBase {
     /// Identifies the embedding model in content hashes (another model = re-embed everything).
     model_id: String,
     centering: Option<Arc<Centering>>,
+    lexical: Mutex<LexicalState>,
 }
+
+/// The lexical index and the store revision it was built from. Another gateway process may
+/// change the articles, so the revision is checked again after [`LEXICAL_RECHECK`].
+#[derive(Default)]
+struct LexicalState {
+    index: Arc<LexicalIndex>,
+    built_from: Option<KbRevision>,
+    checked_at: Option<Instant>,
+}
+
+/// How long a search trusts the lexical index without asking the store whether the articles
+/// changed (a change made by this process is seen at once).
+const LEXICAL_RECHECK: Duration = Duration::from_secs(2);
 
 /// Temperature of the soft maximum that pools an article's vector scores: at 0.02 a vector
 /// 0.05 below the best adds under a tenth of the best's weight. Tuned on `kb-tune.jsonl`
@@ -273,6 +304,7 @@ impl KnowledgeBase {
             config,
             model_id,
             centering: None,
+            lexical: Mutex::default(),
         }
     }
 
@@ -289,16 +321,84 @@ impl KnowledgeBase {
     /// The `k` best articles for a customer message, with what the bot would do.
     pub async fn search(&self, text: &str, k: usize) -> Result<SearchResult, KnowledgeError> {
         let query = self.embedder.embed(Kind::Query, text).await?;
-        match &self.centering {
-            Some(c) => self.search_vector(&c.center(text, &query), k).await,
-            None => self.search_vector(&query, k).await,
-        }
+        let query = match &self.centering {
+            Some(c) => c.center(text, &query),
+            None => query.to_vec(),
+        };
+        let lexical = if self.config.lexical_weight > 0.0 {
+            Some(self.lexical_index().await?)
+        } else {
+            None
+        };
+        let lexical_scores = lexical.as_ref().map(|index| index.scores(text));
+        self.rank(&query, lexical_scores.as_ref(), k).await
     }
 
-    /// Like [`search`](Self::search), for an already embedded (and centred) query.
-    pub async fn search_vector(
+    /// The lexical index, rebuilt from the stored articles when they changed.
+    async fn lexical_index(&self) -> Result<Arc<LexicalIndex>, KnowledgeError> {
+        {
+            let state = self.lexical_state();
+            if state
+                .checked_at
+                .is_some_and(|at| at.elapsed() < LEXICAL_RECHECK)
+            {
+                return Ok(state.index.clone());
+            }
+        }
+        let revision = self.store.kb_revision().await?;
+        {
+            let mut state = self.lexical_state();
+            if state.built_from == Some(revision) {
+                state.checked_at = Some(Instant::now());
+                return Ok(state.index.clone());
+            }
+        }
+        let articles = self.store.kb_list().await?;
+        let texts: Vec<(String, String)> = articles
+            .iter()
+            .flat_map(|a| {
+                a.article
+                    .index_texts(self.config.chunk_chars)
+                    .into_iter()
+                    .map(|(_, text)| (a.article.id.clone(), text))
+            })
+            .collect();
+        let index = Arc::new(LexicalIndex::build(
+            texts.iter().map(|(a, t)| (a.as_str(), t.as_str())),
+        ));
+        tracing::debug!(
+            articles = articles.len(),
+            texts = texts.len(),
+            "lexical index rebuilt"
+        );
+        let mut state = self.lexical_state();
+        *state = LexicalState {
+            index: index.clone(),
+            built_from: Some(revision),
+            checked_at: Some(Instant::now()),
+        };
+        Ok(index)
+    }
+
+    fn lexical_state(&self) -> std::sync::MutexGuard<'_, LexicalState> {
+        // The state is replaced whole, never left half-written: a poisoned lock is still usable.
+        self.lexical
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// After a change by this process: the next search checks the revision at once.
+    fn lexical_changed(&self) {
+        self.lexical_state().checked_at = None;
+    }
+
+    /// Ranks articles for an embedded (and centred) query, adding the lexical scores of the
+    /// candidates the vector search found. An article the vector search did not return is not
+    /// ranked, whatever its lexical score: the lexical score only reorders semantic candidates.
+    async fn rank(
         &self,
         query: &[f32],
+        lexical: Option<&HashMap<&str, f32>>,
         k: usize,
     ) -> Result<SearchResult, KnowledgeError> {
         let k = k.clamp(1, 50);
@@ -342,6 +442,8 @@ impl KnowledgeBase {
                 article_id: article_id.to_string(),
                 title: text("title").unwrap_or_default(),
                 score: p.score,
+                semantic: p.score,
+                lexical: 0.0,
                 matched: text("text").unwrap_or_default(),
                 part: match text("part").as_deref() {
                     Some("title") => Part::Title,
@@ -352,7 +454,11 @@ impl KnowledgeBase {
             });
         }
         for hit in &mut best {
-            hit.score = pooled(&scores[&hit.article_id]);
+            hit.semantic = pooled(&scores[&hit.article_id]);
+            hit.lexical = lexical
+                .and_then(|l| l.get(hit.article_id.as_str()).copied())
+                .unwrap_or(0.0);
+            hit.score = hit.semantic + self.config.lexical_weight * hit.lexical;
         }
         best.sort_by(|a, b| b.score.total_cmp(&a.score));
         let score = best.first().map(|h| h.score);
@@ -419,6 +525,7 @@ impl KnowledgeBase {
         self.store
             .kb_upsert(article, source, &hash, count as i64)
             .await?;
+        self.lexical_changed();
         Ok(if existing.is_some() {
             PutOutcome::Updated
         } else {
@@ -429,7 +536,9 @@ impl KnowledgeBase {
     /// Removes an article and its vectors. False if there was no such article.
     pub async fn delete(&self, id: &str) -> Result<bool, KnowledgeError> {
         self.vectors.delete(Match::new("article_id", id)).await?;
-        Ok(self.store.kb_delete(id).await?)
+        let deleted = self.store.kb_delete(id).await?;
+        self.lexical_changed();
+        Ok(deleted)
     }
 
     pub async fn list(&self) -> Result<Vec<StoredArticle>, KnowledgeError> {

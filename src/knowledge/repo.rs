@@ -36,6 +36,11 @@ fn row_to_article(row: &sqlx::any::AnyRow) -> Result<StoredArticle> {
     })
 }
 
+/// Identifies what the stored articles say, whichever gateway process wrote them: a hash of
+/// every article's id and content hash (which covers each text the article is indexed under).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KbRevision(u64);
+
 const COLUMNS: &str =
     "id, title, lang, tags, questions, body, source, content_hash, vectors, updated_at";
 
@@ -67,6 +72,25 @@ impl Store {
             .await
             .map_err(db("counting articles"))?;
         row.try_get("n").map_err(db("counting articles"))
+    }
+
+    pub async fn kb_revision(&self) -> Result<KbRevision> {
+        use std::hash::{Hash, Hasher};
+        let rows = sqlx::query("SELECT id, content_hash FROM kb_articles ORDER BY id")
+            .fetch_all(&self.read)
+            .await
+            .map_err(db("reading the knowledge base revision"))?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for row in &rows {
+            let get = |e| StoreError::Db("reading the knowledge base revision", e);
+            row.try_get::<String, _>("id")
+                .map_err(get)?
+                .hash(&mut hasher);
+            row.try_get::<String, _>("content_hash")
+                .map_err(get)?
+                .hash(&mut hasher);
+        }
+        Ok(KbRevision(hasher.finish()))
     }
 
     pub async fn kb_upsert(
