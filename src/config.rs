@@ -318,13 +318,14 @@ fn default_timeout() -> u64 {
 }
 
 /// The top-level keys, which environment variables may set.
-const TOP_LEVEL_KEYS: [&str; 17] = [
+const TOP_LEVEL_KEYS: [&str; 18] = [
     "listen",
     "data_dir",
     "languages",
     "database",
     "http",
     "admin",
+    "console",
     "webchat",
     "outbox",
     "log",
@@ -537,6 +538,23 @@ fn validate_telegram(name: &str, tg: &TelegramConfig) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_section_can_be_set_from_the_environment() {
+        // The environment filter lists the sections by hand; `console` was once missing, so
+        // FRONTDESK_CONSOLE__* was silently ignored.
+        let value = serde_json::to_value(Config::default()).expect("serializable");
+        let mut sections: Vec<&str> = value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut listed = TOP_LEVEL_KEYS.to_vec();
+        sections.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(sections, listed);
+    }
 
     #[test]
     fn defaults_serve_the_demo_on_localhost_with_sqlite_in_data() {
