@@ -10,7 +10,8 @@
 //!
 //! It is the textbook formula (smoothed IDF, sublinear TF, unit-length vectors, cosine), written
 //! here because it is the one the weight was tuned with; the BM25 crates score differently.
-//! The index is small (one vector per indexed text) and rebuilt from the stored articles.
+//! The index holds one sparse vector per indexed text (a 600-character chunk has a few hundred
+//! n-grams), in memory, and is rebuilt from the stored articles when they change.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -16,6 +16,7 @@ mod repo;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -249,6 +250,9 @@ pub struct KnowledgeBase {
     model_id: String,
     centering: Option<Arc<Centering>>,
     lexical: Mutex<LexicalState>,
+    /// Counts this process's changes to the articles: an index built while one happened is not
+    /// trusted without a fresh revision check.
+    lexical_changes: AtomicU64,
 }
 
 /// The lexical index and the store revision it was built from. Another gateway process may
@@ -305,6 +309,7 @@ impl KnowledgeBase {
             model_id,
             centering: None,
             lexical: Mutex::default(),
+            lexical_changes: AtomicU64::new(0),
         }
     }
 
@@ -345,6 +350,7 @@ impl KnowledgeBase {
                 return Ok(state.index.clone());
             }
         }
+        let changes = self.lexical_changes.load(Ordering::Acquire);
         let revision = self.store.kb_revision().await?;
         {
             let mut state = self.lexical_state();
@@ -371,11 +377,14 @@ impl KnowledgeBase {
             texts = texts.len(),
             "lexical index rebuilt"
         );
+        // Compared under the lock that `lexical_changed` counts under: a change is either seen
+        // here, or it clears `checked_at` after this store.
         let mut state = self.lexical_state();
+        let unchanged = self.lexical_changes.load(Ordering::Acquire) == changes;
         *state = LexicalState {
             index: index.clone(),
             built_from: Some(revision),
-            checked_at: Some(Instant::now()),
+            checked_at: unchanged.then(Instant::now),
         };
         Ok(index)
     }
@@ -389,7 +398,9 @@ impl KnowledgeBase {
 
     /// After a change by this process: the next search checks the revision at once.
     fn lexical_changed(&self) {
-        self.lexical_state().checked_at = None;
+        let mut state = self.lexical_state();
+        self.lexical_changes.fetch_add(1, Ordering::AcqRel);
+        state.checked_at = None;
     }
 
     /// Ranks articles for an embedded (and centred) query, adding the lexical scores of the
