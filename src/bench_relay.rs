@@ -242,12 +242,18 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
             conversation(id, agent, ws, inbox, http, base, plan, barrier).await
         }));
     }
+    let metrics = crate::metrics::install()?;
     barrier.wait().await;
     let started = Instant::now();
+    let batches_before = BatchSizes::read(&metrics.render());
+    eprintln!("measuring: agent -> customer");
     barrier.wait().await;
     let agent_phase = started.elapsed();
+    let batches_between = BatchSizes::read(&metrics.render());
+    eprintln!("measuring: customer -> agent");
     barrier.wait().await;
     let customer_phase = started.elapsed() - agent_phase;
+    let batches_after = BatchSizes::read(&metrics.render());
     let mut stored = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut to_customer = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut to_agent = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -298,6 +304,11 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
         to_agent.len() as f64 / customer_phase.as_secs_f64().max(1e-9),
         customer_phase.as_secs_f64(),
         latency_ms(&to_agent)
+    );
+    println!(
+        "  group commits, mean size (batches): agent phase {}; customer phase {}",
+        batches_between.since(&batches_before),
+        batches_after.since(&batches_between)
     );
     println!(
         "  machine: {} cores; clients and gateway in one process",
@@ -421,4 +432,51 @@ async fn conversation(
     barrier.wait().await;
     let _ = ws.close(None).await;
     Ok(l)
+}
+
+/// The writers' batch-size histograms (`frontdesk_*_batch_size`): sum and count of each, read
+/// from the Prometheus rendering, so a run shows how much the group commits grouped.
+#[derive(Default)]
+struct BatchSizes(std::collections::BTreeMap<String, (f64, f64)>);
+
+impl BatchSizes {
+    fn read(rendered: &str) -> Self {
+        let mut sizes = Self::default();
+        for line in rendered.lines() {
+            let Some((name, value)) = line.split_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix("frontdesk_") else {
+                continue;
+            };
+            if let Some(writer) = rest.strip_suffix("_batch_size_sum") {
+                sizes.0.entry(writer.to_string()).or_default().0 = value;
+            } else if let Some(writer) = rest.strip_suffix("_batch_size_count") {
+                sizes.0.entry(writer.to_string()).or_default().1 = value;
+            }
+        }
+        sizes
+    }
+
+    /// "reply 41.2 (243), ..." for the writers that ran since `before`.
+    fn since(&self, before: &Self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .filter_map(|(writer, (sum, count))| {
+                let (sum0, count0) = before.0.get(writer).copied().unwrap_or_default();
+                let batches = count - count0;
+                (batches > 0.0)
+                    .then(|| format!("{writer} {:.1} ({batches})", (sum - sum0) / batches))
+            })
+            .collect();
+        if parts.is_empty() {
+            "none".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
 }

@@ -34,7 +34,7 @@ use crate::store::{
 };
 
 /// Most replies stored in one transaction.
-const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 512;
 
 /// An agent's reply to store.
 struct Reply {

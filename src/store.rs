@@ -6,7 +6,7 @@
 //! more connections (WAL lets them run beside the writer). On PostgreSQL both share one pool, and
 //! conditional updates keep several gateway processes from doing the same work twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use frontdesk_channels::{
@@ -436,7 +436,7 @@ struct TurnJob {
 }
 
 /// Most bot turns committed in one transaction.
-const MAX_TURN_BATCH: usize = 64;
+const MAX_TURN_BATCH: usize = 512;
 
 /// How many conversations one batched write may change on this backend. SQLite has one writer,
 /// so batches never wait on each other. PostgreSQL writes side by side: a batch that locks
@@ -458,7 +458,7 @@ struct IngestJob {
 }
 
 /// Most messages stored in one group commit.
-const MAX_INGEST_BATCH: usize = 128;
+const MAX_INGEST_BATCH: usize = 512;
 
 const DELIVERY_COLUMNS: &str = "o.id, o.message_id, o.conversation_id, c.contact_id, o.seq, o.channel, \
      o.target, o.status, o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.delivered_at, \
@@ -783,11 +783,16 @@ impl Store {
         while let Some(jobs) = recv_batch(&mut queue, MAX_INGEST_BATCH).await {
             metrics::histogram!("frontdesk_ingest_batch_size").record(jobs.len() as f64);
             if jobs.len() > 1 {
-                if let Ok(acks) = Self::ingest_batch(&write, &jobs).await {
-                    for (job, ack) in jobs.into_iter().zip(acks) {
-                        let _ = job.reply.send(Ok(ack));
+                match Self::ingest_batch(&write, &jobs).await {
+                    Ok(acks) => {
+                        for (job, ack) in jobs.into_iter().zip(acks) {
+                            let _ = job.reply.send(Ok(ack));
+                        }
+                        continue;
                     }
-                    continue;
+                    Err(e) => {
+                        tracing::warn!(error = %e, messages = jobs.len(), "a batch of customer messages failed; storing each alone");
+                    }
                 }
             }
             for job in jobs {
@@ -797,14 +802,201 @@ impl Store {
         }
     }
 
+    /// A batch in one transaction. The usual message (a known sender, not seen before) takes
+    /// three statements for the whole batch: one looks up every message's duplicate and
+    /// conversation, one numbers them (several per conversation in batch order), one inserts them.
+    /// The rest (a first message that opens a conversation, a retry of a message earlier in the
+    /// same batch) is then stored one by one, as `ingest_alone` does.
+    ///
+    /// Why: one message at a time cost three statements each, and every statement is a round trip
+    /// to SQLite's connection thread; a batch of 300 spent most of its time in those hand-overs.
     async fn ingest_batch(write: &AnyPool, jobs: &[IngestJob]) -> Result<Vec<Ack>> {
+        let now = now_ms();
         let mut tx = write.begin().await.map_err(db("starting a transaction"))?;
-        let mut acks = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            acks.push(Self::ingest_in(&mut tx, &job.message, now_ms()).await?);
+        let backend = backend_of(&tx);
+        let messages: Vec<&InboundMessage> = jobs.iter().map(|j| &j.message).collect();
+        let (duplicates, known) =
+            Self::find_duplicates_and_conversations(&mut tx, &messages).await?;
+
+        // Which messages take the set-based path, and how many each conversation gets.
+        let mut acks: Vec<Option<Ack>> = vec![None; messages.len()];
+        let mut fast: Vec<usize> = Vec::new();
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
+        let mut per_conversation: Vec<(String, i64)> = Vec::new();
+        let mut slot_of: HashMap<String, usize> = HashMap::new();
+        for (i, msg) in messages.iter().enumerate() {
+            let first = seen.insert((msg.channel.as_str(), msg.external_message_id.as_str()));
+            if let Some(ack) = &duplicates[i] {
+                acks[i] = Some(ack.clone());
+            } else if let (true, Some(conversation)) = (first, &known[i]) {
+                match slot_of.get(&conversation.conversation_id) {
+                    Some(&k) => per_conversation[k].1 += 1,
+                    None => {
+                        slot_of
+                            .insert(conversation.conversation_id.clone(), per_conversation.len());
+                        per_conversation.push((conversation.conversation_id.clone(), 1));
+                    }
+                }
+                fast.push(i);
+            }
+        }
+
+        if !fast.is_empty() {
+            // Number them: each conversation's last_seq moves by its count, and its messages take
+            // the numbers below the new last_seq, in batch order.
+            let sql = format!(
+                "WITH v(id, n) AS (VALUES {}) UPDATE conversations SET last_seq = last_seq + v.n, \
+                 updated_at = ${}, last_message_at = ${} FROM v WHERE conversations.id = v.id \
+                 RETURNING conversations.id, conversations.last_seq",
+                (0..per_conversation.len())
+                    .map(|i| format!("(${}, ${})", 1 + 2 * i, 2 + 2 * i))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                1 + 2 * per_conversation.len(),
+                2 + 2 * per_conversation.len(),
+            );
+            let mut q = dynamic_query(backend, sql);
+            for (id, n) in &per_conversation {
+                q = q.bind(id).bind(*n);
+            }
+            let rows = q
+                .bind(now)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("numbering messages"))?;
+            let mut next_seq: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+            for r in &rows {
+                let id: String = r.try_get(0).map_err(db("numbering messages"))?;
+                let last: i64 = r.try_get(1).map_err(db("numbering messages"))?;
+                let n = slot_of.get(&id).map_or(0, |&k| per_conversation[k].1);
+                next_seq.insert(id, last - n + 1);
+            }
+
+            const COLUMNS: usize = 8;
+            let sql = format!(
+                "INSERT INTO messages (id, conversation_id, seq, author, text, channel, external_id, \
+                 metadata, created_at) VALUES {}",
+                (0..fast.len())
+                    .map(|k| {
+                        let p = 1 + k * COLUMNS;
+                        format!(
+                            "(${}, ${}, ${}, 'customer', ${}, ${}, ${}, ${}, ${})",
+                            p,
+                            p + 1,
+                            p + 2,
+                            p + 3,
+                            p + 4,
+                            p + 5,
+                            p + 6,
+                            p + 7
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut q = dynamic_query(backend, sql);
+            for &i in &fast {
+                let msg = messages[i];
+                let conversation = known[i].as_ref().ok_or_else(|| {
+                    StoreError::Corrupt("a batched message lost its conversation".into())
+                })?;
+                let seq = next_seq
+                    .get_mut(&conversation.conversation_id)
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "conversation {} vanished while numbering",
+                            conversation.conversation_id
+                        ))
+                    })?;
+                acks[i] = Some(Ack {
+                    conversation_id: conversation.conversation_id.clone(),
+                    contact_id: conversation.contact_id.clone(),
+                    seq: *seq,
+                    duplicate: false,
+                });
+                q = q
+                    .bind(new_id())
+                    .bind(&conversation.conversation_id)
+                    .bind(*seq)
+                    .bind(&msg.text)
+                    .bind(&msg.channel)
+                    .bind(&msg.external_message_id)
+                    .bind(msg.metadata.to_string())
+                    .bind(now);
+                *seq += 1;
+            }
+            q.execute(&mut *tx).await.map_err(db("storing messages"))?;
+        }
+
+        // The rest, one by one, in batch order.
+        for (i, msg) in messages.iter().enumerate() {
+            if acks[i].is_none() {
+                acks[i] = Some(Self::ingest_in(&mut tx, msg, now).await?);
+            }
         }
         tx.commit().await.map_err(db("committing messages"))?;
-        Ok(acks)
+        acks.into_iter()
+            .map(|a| a.ok_or_else(|| StoreError::Corrupt("a batched message has no answer".into())))
+            .collect()
+    }
+
+    /// For each message: the message stored before under its channel and external id, and its
+    /// sender's conversation. One statement for the batch.
+    async fn find_duplicates_and_conversations(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        messages: &[&InboundMessage],
+    ) -> Result<(Vec<Option<Ack>>, Vec<Option<Ack>>)> {
+        let sql = format!(
+            "WITH q(i, channel, external_id, contact_external_id) AS (VALUES {}) \
+             SELECT q.i, 'duplicate' AS kind, m.conversation_id AS id, c.contact_id, m.seq AS seq \
+             FROM q JOIN messages m ON m.channel = q.channel AND m.external_id = q.external_id \
+             JOIN conversations c ON c.id = m.conversation_id \
+             UNION ALL \
+             SELECT q.i, 'conversation' AS kind, c.id, c.contact_id, c.last_seq AS seq \
+             FROM q JOIN contact_identities i \
+             ON i.channel = q.channel AND i.external_id = q.contact_external_id \
+             JOIN conversations c ON c.contact_id = i.contact_id AND c.channel = i.channel",
+            (0..messages.len())
+                .map(|k| format!("({})", placeholders(1 + 4 * k, 4)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = dynamic_query(backend_of(tx), sql);
+        for (i, msg) in messages.iter().enumerate() {
+            q = q
+                .bind(i as i64)
+                .bind(&msg.channel)
+                .bind(&msg.external_message_id)
+                .bind(&msg.contact_external_id);
+        }
+        let rows = q
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("looking for duplicate messages"))?;
+        let mut duplicates = vec![None; messages.len()];
+        let mut known = vec![None; messages.len()];
+        for r in &rows {
+            let get = |e| StoreError::Db("reading a message", e);
+            let i: i64 = r.try_get(0).map_err(get)?;
+            let kind: String = r.try_get("kind").map_err(get)?;
+            let ack = Ack {
+                conversation_id: r.try_get("id").map_err(get)?,
+                contact_id: r.try_get("contact_id").map_err(get)?,
+                seq: r.try_get("seq").map_err(get)?,
+                duplicate: kind == "duplicate",
+            };
+            let slot = usize::try_from(i)
+                .ok()
+                .filter(|&i| i < messages.len())
+                .ok_or_else(|| StoreError::Corrupt(format!("a lookup answered for message {i}")))?;
+            if ack.duplicate {
+                duplicates[slot] = Some(ack);
+            } else {
+                known[slot] = Some(ack);
+            }
+        }
+        Ok((duplicates, known))
     }
 
     async fn ingest_alone(write: &AnyPool, msg: &InboundMessage) -> Result<Ack> {
@@ -1131,11 +1323,16 @@ impl Store {
         while let Some(jobs) = recv_batch(&mut queue, max_batch).await {
             metrics::histogram!("frontdesk_turn_batch_size").record(jobs.len() as f64);
             if jobs.len() > 1 {
-                if let Ok(results) = Self::commit_turns(&write, &jobs).await {
-                    for (job, result) in jobs.into_iter().zip(results) {
-                        let _ = job.reply.send(Ok(result));
+                match Self::commit_turns(&write, &jobs).await {
+                    Ok(results) => {
+                        for (job, result) in jobs.into_iter().zip(results) {
+                            let _ = job.reply.send(Ok(result));
+                        }
+                        continue;
                     }
-                    continue;
+                    Err(e) => {
+                        tracing::warn!(error = %e, turns = jobs.len(), "a batch of bot turns failed; committing each alone");
+                    }
                 }
             }
             for job in jobs {
@@ -1150,14 +1347,126 @@ impl Store {
         }
     }
 
+    /// A batch of turns in one transaction. Quiet turns (no reply, rating or status change: the
+    /// bot only read the message, as it does while a person owns the conversation) of distinct
+    /// conversations take two statements for the whole batch; the others are committed one by
+    /// one after them, in batch order. Why: each statement is a round trip to SQLite's connection
+    /// thread, and two per turn made the turn writer the relay's bottleneck.
     async fn commit_turns(write: &AnyPool, jobs: &[TurnJob]) -> Result<Vec<Committed>> {
         let mut tx = write.begin().await.map_err(db("starting a transaction"))?;
-        let mut results = Vec::with_capacity(jobs.len());
+        let mut per_conversation: HashMap<&str, usize> = HashMap::new();
         for job in jobs {
-            results.push(Self::commit_turn_in(&mut tx, &job.turn, job.lease_until).await?);
+            *per_conversation
+                .entry(job.turn.conversation_id.as_str())
+                .or_default() += 1;
+        }
+        let quiet: Vec<usize> = jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, job)| {
+                let t = &job.turn;
+                t.replies.is_empty()
+                    && t.rating.is_none()
+                    && t.status_change.is_none()
+                    && per_conversation.get(t.conversation_id.as_str()) == Some(&1)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let mut results: Vec<Option<Committed>> = jobs.iter().map(|_| None).collect();
+        if quiet.len() > 1 {
+            let claimed = Self::commit_quiet_turns(&mut tx, jobs, &quiet).await?;
+            for &i in &quiet {
+                results[i] = Some(if claimed.contains(jobs[i].turn.conversation_id.as_str()) {
+                    Committed::Stored(Vec::new())
+                } else {
+                    Committed::AlreadyHandled
+                });
+            }
+        }
+        for (i, job) in jobs.iter().enumerate() {
+            if results[i].is_none() {
+                results[i] = Some(Self::commit_turn_in(&mut tx, &job.turn, job.lease_until).await?);
+            }
         }
         tx.commit().await.map_err(db("committing bot turns"))?;
-        Ok(results)
+        results
+            .into_iter()
+            .map(|r| r.ok_or_else(|| StoreError::Corrupt("a bot turn has no result".into())))
+            .collect()
+    }
+
+    /// `commit_turn_in` for quiet turns of distinct conversations, in two statements: the claims
+    /// (a conversation still at the turn's expected processed_seq moves to its message), then the
+    /// claimed messages' annotations. Returns the claimed conversations.
+    async fn commit_quiet_turns(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        jobs: &[TurnJob],
+        quiet: &[usize],
+    ) -> Result<HashSet<String>> {
+        let backend = backend_of(tx);
+        let now = now_ms();
+        let sql = format!(
+            "WITH v(id, expected, seq, language, unanswered) AS (VALUES {}) \
+             UPDATE conversations SET processed_seq = v.seq, updated_at = ${}, \
+             language = COALESCE(v.language, conversations.language), \
+             unanswered = COALESCE(v.unanswered, conversations.unanswered) \
+             FROM v WHERE conversations.id = v.id AND conversations.processed_seq = v.expected \
+             RETURNING conversations.id",
+            (0..quiet.len())
+                .map(|k| format!("({})", placeholders(1 + 5 * k, 5)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            1 + 5 * quiet.len()
+        );
+        let mut q = dynamic_query(backend, sql);
+        for &i in quiet {
+            let t = &jobs[i].turn;
+            q = q
+                .bind(&t.conversation_id)
+                .bind(t.expected_processed_seq)
+                .bind(t.message_seq)
+                .bind(t.language.as_deref())
+                .bind(t.unanswered);
+        }
+        let rows = q
+            .bind(now)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db("recording bot turns"))?;
+        let mut claimed = HashSet::with_capacity(rows.len());
+        for r in &rows {
+            claimed.insert(
+                r.try_get::<String, _>(0)
+                    .map_err(db("recording bot turns"))?,
+            );
+        }
+        let annotate: Vec<&TurnOutcome> = quiet
+            .iter()
+            .map(|&i| &jobs[i].turn)
+            .filter(|t| claimed.contains(&t.conversation_id))
+            .collect();
+        if !annotate.is_empty() {
+            let sql = format!(
+                "WITH v(id, seq, annotations) AS (VALUES {}) UPDATE messages \
+                 SET annotations = v.annotations FROM v \
+                 WHERE messages.conversation_id = v.id AND messages.seq = v.seq",
+                (0..annotate.len())
+                    .map(|k| format!("({})", placeholders(1 + 3 * k, 3)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut q = dynamic_query(backend, sql);
+            for t in &annotate {
+                q = q
+                    .bind(&t.conversation_id)
+                    .bind(t.message_seq)
+                    .bind(t.message_annotations.to_string());
+            }
+            q.execute(&mut **tx)
+                .await
+                .map_err(db("annotating messages"))?;
+        }
+        Ok(claimed)
     }
 
     /// One bot turn inside `tx`.
@@ -1713,6 +2022,160 @@ impl frontdesk_channels::ChannelState for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh SQLite file, and a fresh PostgreSQL database when FRONTDESK_TEST_DATABASE_URL is
+    /// set (`scripts/test` sets it).
+    async fn stores(dir: &std::path::Path) -> Vec<Store> {
+        let sqlite = format!("sqlite://{}?mode=rwc", dir.join("store.db").display());
+        let mut out = vec![Store::open(&sqlite, 4).await.expect("open SQLite")];
+        if let Ok(admin) = std::env::var("FRONTDESK_TEST_DATABASE_URL") {
+            use sqlx::Connection;
+            let name = format!("fd_unit_{}", uuid::Uuid::now_v7().simple());
+            let mut conn = sqlx::postgres::PgConnection::connect(&admin)
+                .await
+                .expect("connect to PostgreSQL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create a database");
+            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+            let url = format!("{base}/{name}");
+            out.push(Store::open(&url, 4).await.expect("open PostgreSQL"));
+        }
+        out
+    }
+
+    fn inbound(contact: &str, id: &str) -> InboundMessage {
+        InboundMessage {
+            channel: "crm".into(),
+            contact_external_id: contact.into(),
+            external_message_id: id.into(),
+            text: format!("text of {id}"),
+            contact_name: None,
+            contact_email: None,
+            metadata: serde_json::json!({ "id": id }),
+        }
+    }
+
+    /// The batch path itself (the writer falls back to one by one when it fails, which would hide
+    /// a broken batch): known senders, a first message opening a conversation, retries of a stored
+    /// message and of one earlier in the batch, all as one by one would store them.
+    #[tokio::test]
+    async fn a_mixed_batch_of_customer_messages_is_stored_as_one_by_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for store in stores(dir.path()).await {
+            let backend = store.backend();
+            let first = store.ingest(&inbound("ann", "a0")).await.expect("first");
+            let ann = first.conversation_id.clone();
+            let batch = [
+                inbound("ann", "a1"),
+                inbound("bob", "b1"), // opens a conversation
+                inbound("ann", "a2"),
+                inbound("ann", "a1"), // retried within the batch
+                inbound("ann", "a0"), // retried after it was stored
+                inbound("ann", "a3"),
+                inbound("cid", "c1"), // opens a conversation
+                inbound("cid", "c2"), // and writes again in the same batch
+            ];
+            let jobs: Vec<IngestJob> = batch
+                .iter()
+                .map(|m| IngestJob {
+                    message: m.clone(),
+                    reply: oneshot::channel().0,
+                })
+                .collect();
+            let acks: Vec<(String, i64, bool)> = Store::ingest_batch(&store.write, &jobs)
+                .await
+                .expect("the batch is stored")
+                .into_iter()
+                .map(|a| (a.conversation_id, a.seq, a.duplicate))
+                .collect();
+            assert_eq!(acks[0], (ann.clone(), 2, false), "{backend:?}");
+            assert_eq!(acks[2], (ann.clone(), 3, false), "{backend:?}");
+            assert_eq!(acks[3], (ann.clone(), 2, true), "{backend:?}");
+            assert_eq!(acks[4], (ann.clone(), 1, true), "{backend:?}");
+            assert_eq!(acks[5], (ann.clone(), 4, false), "{backend:?}");
+            let bob = acks[1].0.clone();
+            assert_eq!(acks[1], (bob.clone(), 1, false), "{backend:?}");
+            let cid = acks[6].0.clone();
+            assert!(cid != ann && cid != bob && bob != ann);
+            assert_eq!(acks[6], (cid.clone(), 1, false), "{backend:?}");
+            assert_eq!(acks[7], (cid.clone(), 2, false), "{backend:?}");
+            for (conversation, ids) in [
+                (&ann, vec!["a0", "a1", "a2", "a3"]),
+                (&bob, vec!["b1"]),
+                (&cid, vec!["c1", "c2"]),
+            ] {
+                let transcript = store.transcript(conversation).await.expect("transcript");
+                let got: Vec<(i64, String)> = transcript
+                    .iter()
+                    .map(|m| (m.message.seq, m.message.text.clone()))
+                    .collect();
+                let want: Vec<(i64, String)> = ids
+                    .iter()
+                    .zip(1..)
+                    .map(|(id, seq)| (seq, format!("text of {id}")))
+                    .collect();
+                assert_eq!(got, want, "{backend:?}");
+            }
+
+            // Quiet bot turns on those conversations: two expect a processed_seq their
+            // conversation is not at (another worker got there first), two claim their message.
+            let turn = |conversation: &str, expected: i64, seq: i64| TurnJob {
+                turn: TurnOutcome {
+                    conversation_id: conversation.to_string(),
+                    contact_id: String::new(),
+                    channel: "crm".into(),
+                    target: String::new(),
+                    expected_processed_seq: expected,
+                    started_status: "bot".into(),
+                    rating: None,
+                    message_seq: seq,
+                    message_annotations: serde_json::json!({ "turn": seq }),
+                    language: Some("en".into()),
+                    status_change: None,
+                    unanswered: Some(seq),
+                    replies: Vec::new(),
+                },
+                lease_until: 0,
+                reply: oneshot::channel().0,
+            };
+            let turns = [
+                turn(&ann, -1, 4),
+                turn(&bob, 0, 1),
+                turn(&cid, 5, 2),
+                turn(&cid, 0, 2),
+            ];
+            let results = Store::commit_turns(&store.write, &turns)
+                .await
+                .expect("turns");
+            let outcome: Vec<bool> = results
+                .iter()
+                .map(|r| matches!(r, Committed::Stored(d) if d.is_empty()))
+                .collect();
+            // cid appears twice, so both its turns are committed one by one, in order.
+            assert_eq!(outcome, [false, true, false, true], "{backend:?}");
+            for (conversation, seq) in [(&ann, 0), (&bob, 1), (&cid, 2)] {
+                let c = store
+                    .conversation(conversation)
+                    .await
+                    .expect("read")
+                    .expect("exists");
+                assert_eq!(c.processed_seq, seq, "{backend:?}");
+                let language = (seq > 0).then_some("en");
+                assert_eq!(c.language.as_deref(), language, "{backend:?}");
+                let transcript = store.transcript(conversation).await.expect("transcript");
+                let annotated: Vec<i64> = transcript
+                    .iter()
+                    .filter(|m| m.annotations == serde_json::json!({ "turn": m.message.seq }))
+                    .map(|m| m.message.seq)
+                    .collect();
+                let expected: Vec<i64> = (seq > 0).then_some(seq).into_iter().collect();
+                assert_eq!(annotated, expected, "{backend:?}");
+            }
+            store.close().await;
+        }
+    }
 
     #[test]
     fn only_numbered_parameters_in_order_become_anonymous() {
