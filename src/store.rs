@@ -451,6 +451,28 @@ pub(crate) fn max_cross_conversation_batch(backend: Backend, sqlite_max: usize) 
     }
 }
 
+/// Answers every job of a batch that was stored and returns None; or, when the batch failed, logs
+/// why and gives the jobs back to be stored one by one (so one bad job cannot fail the others).
+fn answer_batch<J, T>(
+    jobs: Vec<J>,
+    stored: Result<Vec<T>>,
+    what: &str,
+    reply: impl Fn(J) -> oneshot::Sender<Result<T>>,
+) -> Option<Vec<J>> {
+    match stored {
+        Ok(results) => {
+            for (job, result) in jobs.into_iter().zip(results) {
+                let _ = reply(job).send(Ok(result));
+            }
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, jobs = jobs.len(), "a batch of {what} failed; storing each alone");
+            Some(jobs)
+        }
+    }
+}
+
 /// A customer message waiting for the ingest writer.
 struct IngestJob {
     message: InboundMessage,
@@ -782,19 +804,15 @@ impl Store {
     async fn run_ingest_batches(write: AnyPool, mut queue: mpsc::UnboundedReceiver<IngestJob>) {
         while let Some(jobs) = recv_batch(&mut queue, MAX_INGEST_BATCH).await {
             metrics::histogram!("frontdesk_ingest_batch_size").record(jobs.len() as f64);
-            if jobs.len() > 1 {
-                match Self::ingest_batch(&write, &jobs).await {
-                    Ok(acks) => {
-                        for (job, ack) in jobs.into_iter().zip(acks) {
-                            let _ = job.reply.send(Ok(ack));
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, messages = jobs.len(), "a batch of customer messages failed; storing each alone");
-                    }
+            let jobs = if jobs.len() > 1 {
+                let stored = Self::ingest_batch(&write, &jobs).await;
+                match answer_batch(jobs, stored, "customer messages", |j| j.reply) {
+                    Some(left) => left,
+                    None => continue,
                 }
-            }
+            } else {
+                jobs
+            };
             for job in jobs {
                 let result = retry_on_conflict(|| Self::ingest_alone(&write, &job.message)).await;
                 let _ = job.reply.send(result);
@@ -1322,19 +1340,15 @@ impl Store {
     ) {
         while let Some(jobs) = recv_batch(&mut queue, max_batch).await {
             metrics::histogram!("frontdesk_turn_batch_size").record(jobs.len() as f64);
-            if jobs.len() > 1 {
-                match Self::commit_turns(&write, &jobs).await {
-                    Ok(results) => {
-                        for (job, result) in jobs.into_iter().zip(results) {
-                            let _ = job.reply.send(Ok(result));
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, turns = jobs.len(), "a batch of bot turns failed; committing each alone");
-                    }
+            let jobs = if jobs.len() > 1 {
+                let stored = Self::commit_turns(&write, &jobs).await;
+                match answer_batch(jobs, stored, "bot turns", |j| j.reply) {
+                    Some(left) => left,
+                    None => continue,
                 }
-            }
+            } else {
+                jobs
+            };
             for job in jobs {
                 let result = Self::commit_turns(&write, std::slice::from_ref(&job))
                     .await
