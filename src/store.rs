@@ -840,21 +840,15 @@ impl Store {
         let mut acks: Vec<Option<Ack>> = vec![None; messages.len()];
         let mut fast: Vec<usize> = Vec::new();
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
-        let mut per_conversation: Vec<(String, i64)> = Vec::new();
-        let mut slot_of: HashMap<String, usize> = HashMap::new();
+        let mut per_conversation: HashMap<&str, i64> = HashMap::new();
         for (i, msg) in messages.iter().enumerate() {
             let first = seen.insert((msg.channel.as_str(), msg.external_message_id.as_str()));
             if let Some(ack) = &duplicates[i] {
                 acks[i] = Some(ack.clone());
             } else if let (true, Some(conversation)) = (first, &known[i]) {
-                match slot_of.get(&conversation.conversation_id) {
-                    Some(&k) => per_conversation[k].1 += 1,
-                    None => {
-                        slot_of
-                            .insert(conversation.conversation_id.clone(), per_conversation.len());
-                        per_conversation.push((conversation.conversation_id.clone(), 1));
-                    }
-                }
+                *per_conversation
+                    .entry(conversation.conversation_id.as_str())
+                    .or_default() += 1;
                 fast.push(i);
             }
         }
@@ -867,7 +861,7 @@ impl Store {
                  updated_at = ${}, last_message_at = ${} FROM v WHERE conversations.id = v.id \
                  RETURNING conversations.id, conversations.last_seq",
                 (0..per_conversation.len())
-                    .map(|i| format!("(${}, ${})", 1 + 2 * i, 2 + 2 * i))
+                    .map(|k| format!("({})", placeholders(1 + 2 * k, 2)))
                     .collect::<Vec<_>>()
                     .join(", "),
                 1 + 2 * per_conversation.len(),
@@ -887,35 +881,11 @@ impl Store {
             for r in &rows {
                 let id: String = r.try_get(0).map_err(db("numbering messages"))?;
                 let last: i64 = r.try_get(1).map_err(db("numbering messages"))?;
-                let n = slot_of.get(&id).map_or(0, |&k| per_conversation[k].1);
+                let n = per_conversation.get(id.as_str()).copied().unwrap_or(0);
                 next_seq.insert(id, last - n + 1);
             }
 
-            const COLUMNS: usize = 8;
-            let sql = format!(
-                "INSERT INTO messages (id, conversation_id, seq, author, text, channel, external_id, \
-                 metadata, created_at) VALUES {}",
-                (0..fast.len())
-                    .map(|k| {
-                        let p = 1 + k * COLUMNS;
-                        format!(
-                            "(${}, ${}, ${}, 'customer', ${}, ${}, ${}, ${}, ${})",
-                            p,
-                            p + 1,
-                            p + 2,
-                            p + 3,
-                            p + 4,
-                            p + 5,
-                            p + 6,
-                            p + 7
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let mut q = dynamic_query(backend, sql);
             for &i in &fast {
-                let msg = messages[i];
                 let conversation = known[i].as_ref().ok_or_else(|| {
                     StoreError::Corrupt("a batched message lost its conversation".into())
                 })?;
@@ -933,18 +903,13 @@ impl Store {
                     seq: *seq,
                     duplicate: false,
                 });
-                q = q
-                    .bind(new_id())
-                    .bind(&conversation.conversation_id)
-                    .bind(*seq)
-                    .bind(&msg.text)
-                    .bind(&msg.channel)
-                    .bind(&msg.external_message_id)
-                    .bind(msg.metadata.to_string())
-                    .bind(now);
                 *seq += 1;
             }
-            q.execute(&mut *tx).await.map_err(db("storing messages"))?;
+            let rows: Vec<(&InboundMessage, &Ack)> = fast
+                .iter()
+                .filter_map(|&i| acks[i].as_ref().map(|ack| (messages[i], ack)))
+                .collect();
+            Self::insert_customer_messages(&mut tx, &rows, now).await?;
         }
 
         // The rest, one by one, in batch order.
@@ -1030,11 +995,11 @@ impl Store {
         msg: &InboundMessage,
         now: i64,
     ) -> Result<Ack> {
-        let (duplicate, known) = Self::find_duplicate_and_conversation(tx, msg).await?;
-        if let Some(ack) = duplicate {
+        let (duplicates, known) = Self::find_duplicates_and_conversations(tx, &[msg]).await?;
+        if let Some(ack) = duplicates.into_iter().next().flatten() {
             return Ok(ack);
         }
-        let (conversation_id, contact_id) = match known {
+        let (conversation_id, contact_id) = match known.into_iter().next().flatten() {
             Some(found) => (found.conversation_id, found.contact_id),
             None => {
                 let (conversation_id, contact_id, _) = Self::ensure_conversation(
@@ -1050,68 +1015,48 @@ impl Store {
             }
         };
         let seq = Self::next_seq(tx, &conversation_id, now).await?;
-        sqlx::query(
-            "INSERT INTO messages (id, conversation_id, seq, author, text, channel, external_id, \
-             metadata, created_at) VALUES ($1, $2, $3, 'customer', $4, $5, $6, $7, $8)",
-        )
-        .bind(new_id())
-        .bind(&conversation_id)
-        .bind(seq)
-        .bind(&msg.text)
-        .bind(&msg.channel)
-        .bind(&msg.external_message_id)
-        .bind(msg.metadata.to_string())
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(db("storing a message"))?;
-        Ok(Ack {
+        let ack = Ack {
             conversation_id,
             contact_id,
             seq,
             duplicate: false,
-        })
+        };
+        Self::insert_customer_messages(tx, &[(msg, &ack)], now).await?;
+        Ok(ack)
     }
 
-    /// The message stored before under the same channel and external id (a retried delivery),
-    /// and the sender's conversation, in one statement (every customer message asks both).
-    async fn find_duplicate_and_conversation(
+    /// Inserts customer messages, each under the conversation and seq of its ack.
+    async fn insert_customer_messages(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        msg: &InboundMessage,
-    ) -> Result<(Option<Ack>, Option<Ack>)> {
-        let rows = sqlx::query(
-            "SELECT 'duplicate' AS kind, m.conversation_id AS id, c.contact_id, m.seq AS seq \
-             FROM messages m JOIN conversations c ON c.id = m.conversation_id \
-             WHERE m.channel = $1 AND m.external_id = $2 \
-             UNION ALL \
-             SELECT 'conversation' AS kind, c.id, c.contact_id, c.last_seq AS seq \
-             FROM contact_identities i JOIN conversations c \
-             ON c.contact_id = i.contact_id AND c.channel = i.channel \
-             WHERE i.channel = $1 AND i.external_id = $3",
-        )
-        .bind(&msg.channel)
-        .bind(&msg.external_message_id)
-        .bind(&msg.contact_external_id)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db("looking for a duplicate message"))?;
-        let (mut duplicate, mut known) = (None, None);
-        for r in &rows {
-            let get = |e| StoreError::Db("reading a message", e);
-            let kind: String = r.try_get("kind").map_err(get)?;
-            let ack = Ack {
-                conversation_id: r.try_get("id").map_err(get)?,
-                contact_id: r.try_get("contact_id").map_err(get)?,
-                seq: r.try_get("seq").map_err(get)?,
-                duplicate: kind == "duplicate",
-            };
-            if ack.duplicate {
-                duplicate = Some(ack);
-            } else {
-                known = Some(ack);
-            }
+        rows: &[(&InboundMessage, &Ack)],
+        now: i64,
+    ) -> Result<()> {
+        let sql =
+            format!(
+            "INSERT INTO messages (id, conversation_id, seq, author, text, channel, external_id, \
+             metadata, created_at) VALUES {}",
+            (0..rows.len())
+                .map(|k| {
+                    let p = 1 + 8 * k;
+                    format!("({}, 'customer', {})", placeholders(p, 3), placeholders(p + 3, 5))
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = dynamic_query(backend_of(tx), sql);
+        for (msg, ack) in rows {
+            q = q
+                .bind(new_id())
+                .bind(&ack.conversation_id)
+                .bind(ack.seq)
+                .bind(&msg.text)
+                .bind(&msg.channel)
+                .bind(&msg.external_message_id)
+                .bind(msg.metadata.to_string())
+                .bind(now);
         }
-        Ok((duplicate, known))
+        q.execute(&mut **tx).await.map_err(db("storing messages"))?;
+        Ok(())
     }
 
     async fn next_seq(
