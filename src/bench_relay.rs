@@ -306,9 +306,12 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
         latency_ms(&to_agent)
     );
     println!(
-        "  group commits, mean size (batches): agent phase {}; customer phase {}",
-        batches_between.since(&batches_before),
-        batches_after.since(&batches_between)
+        "  writers' batches, agent phase: {}",
+        batches_between.since(&batches_before, agent_phase)
+    );
+    println!(
+        "  writers' batches, customer phase: {}",
+        batches_after.since(&batches_between, customer_phase)
     );
     println!(
         "  machine: {} cores; clients and gateway in one process",
@@ -434,10 +437,18 @@ async fn conversation(
     Ok(l)
 }
 
-/// The writers' batch-size histograms (`frontdesk_*_batch_size`): sum and count of each, read
-/// from the Prometheus rendering, so a run shows how much the group commits grouped.
+/// The writers' batch histograms (`frontdesk_*_batch_size` and `_batch_seconds`), read from the
+/// Prometheus rendering: a run shows how much each writer grouped and how busy it was.
 #[derive(Default)]
-struct BatchSizes(std::collections::BTreeMap<String, (f64, f64)>);
+struct BatchSizes(std::collections::BTreeMap<String, Writer>);
+
+/// One writer's totals so far, from its histograms.
+#[derive(Default, Clone, Copy)]
+struct Writer {
+    jobs: f64,
+    batches: f64,
+    seconds: f64,
+}
 
 impl BatchSizes {
     fn read(rendered: &str) -> Self {
@@ -453,30 +464,65 @@ impl BatchSizes {
                 continue;
             };
             if let Some(writer) = rest.strip_suffix("_batch_size_sum") {
-                sizes.0.entry(writer.to_string()).or_default().0 = value;
+                sizes.0.entry(writer.to_string()).or_default().jobs = value;
             } else if let Some(writer) = rest.strip_suffix("_batch_size_count") {
-                sizes.0.entry(writer.to_string()).or_default().1 = value;
+                sizes.0.entry(writer.to_string()).or_default().batches = value;
+            } else if let Some(writer) = rest.strip_suffix("_batch_seconds_sum") {
+                sizes.0.entry(writer.to_string()).or_default().seconds = value;
             }
         }
         sizes
     }
 
-    /// "reply 41.2 (243), ..." for the writers that ran since `before`.
-    fn since(&self, before: &Self) -> String {
+    /// "reply 41.2 per batch, 12.3 ms, busy 97% (243 batches), ..." for the writers that ran
+    /// since `before`, over a phase of `phase`.
+    fn since(&self, before: &Self, phase: Duration) -> String {
         let parts: Vec<String> = self
             .0
             .iter()
-            .filter_map(|(writer, (sum, count))| {
-                let (sum0, count0) = before.0.get(writer).copied().unwrap_or_default();
-                let batches = count - count0;
-                (batches > 0.0)
-                    .then(|| format!("{writer} {:.1} ({batches})", (sum - sum0) / batches))
+            .filter_map(|(name, now)| {
+                let was = before.0.get(name).copied().unwrap_or_default();
+                let batches = now.batches - was.batches;
+                let seconds = now.seconds - was.seconds;
+                (batches > 0.0).then(|| {
+                    format!(
+                        "{name} {:.1} per batch, {:.1} ms, busy {:.0}% ({batches} batches)",
+                        (now.jobs - was.jobs) / batches,
+                        seconds * 1000.0 / batches,
+                        100.0 * seconds / phase.as_secs_f64().max(1e-9)
+                    )
+                })
             })
             .collect();
         if parts.is_empty() {
             "none".to_string()
         } else {
-            parts.join(", ")
+            parts.join("; ")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_figures_are_the_difference_between_two_readings() {
+        let before = BatchSizes::read(
+            "frontdesk_reply_batch_size_sum 100\nfrontdesk_reply_batch_size_count 10\n\
+             frontdesk_reply_batch_seconds_sum 0.5\nfrontdesk_other_metric 3\n",
+        );
+        let after = BatchSizes::read(
+            "# TYPE frontdesk_reply_batch_size summary\nfrontdesk_reply_batch_size_sum 400\n\
+             frontdesk_reply_batch_size_count 20\nfrontdesk_reply_batch_seconds_sum 1.5\n\
+             frontdesk_ingest_batch_size_sum 8\nfrontdesk_ingest_batch_size_count 2\n\
+             frontdesk_ingest_batch_seconds_sum 0.01\n",
+        );
+        assert_eq!(
+            after.since(&before, Duration::from_secs(2)),
+            "ingest 4.0 per batch, 5.0 ms, busy 0% (2 batches); \
+             reply 30.0 per batch, 100.0 ms, busy 50% (10 batches)"
+        );
+        assert_eq!(after.since(&after, Duration::from_secs(2)), "none");
     }
 }

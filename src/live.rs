@@ -143,7 +143,7 @@ impl Live {
                 let Some(live) = weak.upgrade() else { return };
                 let mut seen = HashSet::new();
                 ids.retain(|id| seen.insert(id.clone()));
-                metrics::histogram!("frontdesk_console_feed_batch_size").record(ids.len() as f64);
+                let _timer = crate::batch::BatchTimer::start("console_feed", ids.len());
                 for chunk in ids.chunks(BATCH) {
                     if let Err(e) = live.publish_conversations(chunk).await {
                         tracing::warn!(conversations = chunk.len(), error = %e, "console feed could not read conversations");

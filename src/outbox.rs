@@ -344,7 +344,7 @@ impl Outbox {
 /// delivery id lets the receiver drop the repeat).
 async fn mark_delivered(store: Store, mut marks: mpsc::UnboundedReceiver<String>) {
     while let Some(ids) = recv_batch(&mut marks, MAX_MARK_BATCH).await {
-        metrics::histogram!("frontdesk_delivered_mark_batch_size").record(ids.len() as f64);
+        let _timer = crate::batch::BatchTimer::start("delivered_mark", ids.len());
         if let Err(e) = store.mark_delivered_many(&ids).await {
             tracing::error!(error = %e, deliveries = ids.len(), "outbox: cannot mark deliveries done; they will be sent again when their lease runs out");
         }

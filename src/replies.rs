@@ -152,7 +152,7 @@ async fn run(
             }
         }
         carried = later;
-        metrics::histogram!("frontdesk_reply_batch_size").record(batch.len() as f64);
+        let _timer = crate::batch::BatchTimer::start("reply", batch.len());
         let lease_until = now_ms() + lease_ms;
         let replies: Vec<&Reply> = batch.iter().map(|j| &j.reply).collect();
         let results = match store.post_replies(&replies, lease_until).await {

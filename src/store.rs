@@ -803,7 +803,7 @@ impl Store {
     /// is tried alone, so one bad message cannot fail the others.
     async fn run_ingest_batches(write: AnyPool, mut queue: mpsc::UnboundedReceiver<IngestJob>) {
         while let Some(jobs) = recv_batch(&mut queue, MAX_INGEST_BATCH).await {
-            metrics::histogram!("frontdesk_ingest_batch_size").record(jobs.len() as f64);
+            let _timer = crate::batch::BatchTimer::start("ingest", jobs.len());
             let jobs = if jobs.len() > 1 {
                 let stored = Self::ingest_batch(&write, &jobs).await;
                 match answer_batch(jobs, stored, "customer messages", |j| j.reply) {
@@ -1284,7 +1284,7 @@ impl Store {
         max_batch: usize,
     ) {
         while let Some(jobs) = recv_batch(&mut queue, max_batch).await {
-            metrics::histogram!("frontdesk_turn_batch_size").record(jobs.len() as f64);
+            let _timer = crate::batch::BatchTimer::start("turn", jobs.len());
             let jobs = if jobs.len() > 1 {
                 let stored = Self::commit_turns(&write, &jobs).await;
                 match answer_batch(jobs, stored, "bot turns", |j| j.reply) {
