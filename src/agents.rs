@@ -207,7 +207,7 @@ impl Store {
         .bind(serde_json::to_string(&new.teams).unwrap_or_else(|_| "[]".into()))
         .bind(new.capacity)
         .bind(now)
-        .execute(&mut *self.write.conn().await?)
+        .execute(&self.write)
         .await
         .map_err(|e| match e {
             sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -255,7 +255,7 @@ impl Store {
         let sql =
             format!("SELECT {AGENT_COLUMNS} FROM agents a WHERE a.status = 'online' ORDER BY a.id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&mut *self.write.conn().await?)
+            .fetch_all(&self.write)
             .await
             .map_err(db("listing online agents"))?;
         let mut agents: Vec<Agent> = rows
@@ -274,7 +274,7 @@ impl Store {
             .bind(id)
             .bind(status)
             .bind(now_ms())
-            .execute(&mut *self.write.conn().await?)
+            .execute(&self.write)
             .await
             .map_err(db("changing an agent's status"))?;
         Ok(())
@@ -322,7 +322,7 @@ impl Store {
         .bind(agent_id)
         .bind(now)
         .bind(now + ttl_ms)
-        .execute(&mut *self.write.conn().await?)
+        .execute(&self.write)
         .await
         .map_err(db("starting a session"))?;
         Ok(token)
@@ -348,7 +348,7 @@ impl Store {
         sqlx::query("DELETE FROM agent_sessions WHERE token_hash = $1 OR expires_at < $2")
             .bind(token_hash(token))
             .bind(now_ms())
-            .execute(&mut *self.write.conn().await?)
+            .execute(&self.write)
             .await
             .map_err(db("ending a session"))?;
         Ok(())

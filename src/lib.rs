@@ -30,7 +30,5 @@ pub mod queue;
 pub mod registry;
 pub mod replies;
 pub mod router;
-pub mod sqlite_writer;
 pub mod store;
 pub mod vectors;
-mod write_pool;

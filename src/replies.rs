@@ -12,9 +12,6 @@
 //! rows. The outbox rows are written already reserved for this process (with the usual lease),
 //! so the outbox delivers them at once in order, without a poll, and a crash leaves them to the
 //! worker when the lease runs out: nothing is lost, nothing is delivered out of order.
-//! On SQLite the batch runs on the write thread (`sqlite_writer`) instead, as the same statements
-//! once per reply: there a statement costs no round trip, so per-row statements are cheaper than
-//! building and binding the multi-row ones.
 //!
 //! On PostgreSQL each reply is stored by its own request, in its own transaction: writers there
 //! run side by side (PostgreSQL groups their commits itself), and a transaction locking several
@@ -31,7 +28,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::take_waiting;
 use crate::desk::DeskError;
 use crate::outbox::Outbox;
-use crate::sqlite_writer::lite;
 use crate::store::{
     db, dynamic_query, max_cross_conversation_batch, placeholders, Delivery, Direct, NewMessage,
     Store, StoreError,
@@ -41,7 +37,6 @@ use crate::store::{
 const MAX_BATCH: usize = 512;
 
 /// An agent's reply to store.
-#[derive(Clone)]
 struct Reply {
     conversation_id: String,
     agent_id: String,
@@ -160,14 +155,14 @@ async fn run(
         let _timer = crate::batch::BatchTimer::start("reply", batch.len());
         let lease_until = now_ms() + lease_ms;
         let replies: Vec<&Reply> = batch.iter().map(|j| &j.reply).collect();
-        let results = match store.store_replies(&replies, lease_until).await {
+        let results = match store.post_replies(&replies, lease_until).await {
             Ok(r) => r,
             Err(e) if batch.len() > 1 => {
                 // One bad reply must not fail the others: each alone.
                 tracing::warn!(error = %e, replies = batch.len(), "a reply batch failed; storing each alone");
                 let mut each = Vec::with_capacity(batch.len());
                 for reply in &replies {
-                    each.push(match store.store_replies(&[reply], lease_until).await {
+                    each.push(match store.post_replies(&[reply], lease_until).await {
                         Ok(mut r) => r.pop().unwrap_or(Posted::NotOwned),
                         Err(e) => Posted::Failed(e),
                     });
@@ -211,24 +206,6 @@ impl Posted {
 }
 
 impl Store {
-    /// Stores a batch of agent replies (one per conversation) in one transaction: on the SQLite
-    /// write thread where there is one.
-    async fn store_replies(
-        &self,
-        jobs: &[&Reply],
-        lease_until: i64,
-    ) -> Result<Vec<Posted>, StoreError> {
-        match self.sqlite_writer() {
-            Some(writer) => {
-                let replies: Vec<Reply> = jobs.iter().map(|r| (*r).clone()).collect();
-                writer
-                    .transaction(move |tx| post_replies_on(tx, &replies, lease_until))
-                    .await
-            }
-            None => self.post_replies(jobs, lease_until).await,
-        }
-    }
-
     /// Stores a batch of agent replies (one per conversation) in one transaction. A reply whose
     /// agent no longer owns the conversation is refused, the others are stored.
     async fn post_replies(
@@ -267,7 +244,7 @@ impl Store {
             q = q.bind(&job.conversation_id).bind(&job.agent_id);
         }
         let rows = q
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db("numbering replies"))?;
         let mut destinations: HashMap<String, Destination> = HashMap::new();
@@ -347,112 +324,4 @@ impl Store {
             })
             .collect())
     }
-}
-
-/// `Store::post_replies` on the SQLite write thread: the same statements, run once per reply
-/// (cheap there, on cached prepared statements with no round trip between them).
-fn post_replies_on(
-    tx: &rusqlite::Transaction<'_>,
-    jobs: &[Reply],
-    lease_until: i64,
-) -> Result<Vec<Posted>, StoreError> {
-    use rusqlite::{params, OptionalExtension};
-    let now = now_ms();
-    let mut number = tx
-        .prepare_cached(
-            "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ?1, \
-             last_message_at = ?1 WHERE id = ?2 AND status = 'assigned' AND assignee = ?3 \
-             RETURNING last_seq, contact_id, channel, (SELECT i.external_id FROM \
-             contact_identities i WHERE i.contact_id = conversations.contact_id \
-             AND i.channel = conversations.channel)",
-        )
-        .map_err(lite("numbering replies"))?;
-    let mut pending = tx
-        .prepare_cached("SELECT id FROM outbox WHERE status = 'pending' AND conversation_id = ?1")
-        .map_err(lite("reading pending deliveries"))?;
-    let mut insert_message = tx
-        .prepare_cached(
-            "INSERT INTO messages (id, conversation_id, seq, author, text, channel, annotations, \
-             quick_replies, created_at, metadata) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .map_err(lite("storing a reply"))?;
-    let mut insert_delivery = tx
-        .prepare_cached(
-            "INSERT INTO outbox (id, message_id, conversation_id, seq, channel, target, status, \
-             attempts, next_attempt_at, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
-        )
-        .map_err(lite("queueing a delivery"))?;
-    let mut posted = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let to = number
-            .query_row(params![now, job.conversation_id, job.agent_id], |r| {
-                Ok(Destination {
-                    seq: r.get(0)?,
-                    contact_id: r.get(1)?,
-                    channel: r.get(2)?,
-                    contact_external_id: r.get(3)?,
-                })
-            })
-            .optional()
-            .map_err(lite("numbering replies"))?;
-        let Some(to) = to else {
-            posted.push(Posted::NotOwned);
-            continue;
-        };
-        let waits_for = pending
-            .query_map([&job.conversation_id], |r| r.get(0))
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
-            .map_err(lite("reading pending deliveries"))?;
-        let msg = &job.message;
-        let d = Delivery::new_row(
-            (
-                &job.conversation_id,
-                &to.contact_id,
-                &to.channel,
-                &to.contact_external_id,
-            ),
-            to.seq,
-            msg,
-            now,
-            (1, lease_until),
-        );
-        let quick = serde_json::to_string(&msg.quick_replies).unwrap_or_else(|_| "[]".into());
-        insert_message
-            .execute(params![
-                d.message_id,
-                d.conversation_id,
-                d.seq,
-                msg.author.as_str(),
-                msg.text,
-                d.channel,
-                msg.annotations.to_string(),
-                quick,
-                d.created_at,
-                msg.metadata.to_string(),
-            ])
-            .map_err(lite("storing a reply"))?;
-        insert_delivery
-            .execute(params![
-                d.id,
-                d.message_id,
-                d.conversation_id,
-                d.seq,
-                d.channel,
-                d.target,
-                d.status,
-                d.attempts,
-                d.next_attempt_at,
-                d.created_at,
-            ])
-            .map_err(lite("queueing a delivery"))?;
-        posted.push(Posted::Stored {
-            seq: d.seq,
-            direct: Box::new(Direct {
-                delivery: d,
-                waits_for,
-            }),
-        });
-    }
-    Ok(posted)
 }

@@ -1,15 +1,12 @@
 //! Storage of contacts, conversations, messages, events and the outbox, on SQLite or PostgreSQL.
 //!
 //! One set of SQL serves both backends through sqlx's `Any` driver (`$N` placeholders, TEXT ids,
-//! BIGINT millisecond times, JSON as TEXT). On SQLite one write runs at a time, so writers queue in
-//! the process instead of failing with "database is locked": the hot batches on the write thread
-//! (`sqlite_writer`, its own statements), the rest through one sqlx connection, both taking the
-//! same turn (`write_pool`). Reads use a few more connections (WAL lets them run beside writes). On PostgreSQL both share one pool, and
+//! BIGINT millisecond times, JSON as TEXT). On SQLite every write goes through one connection so
+//! writers queue in the process instead of failing with "database is locked"; reads use a few
+//! more connections (WAL lets them run beside the writer). On PostgreSQL both share one pool, and
 //! conditional updates keep several gateway processes from doing the same work twice.
 
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use frontdesk_channels::{
@@ -17,12 +14,9 @@ use frontdesk_channels::{
 };
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::batch::recv_batch;
 use crate::ownership::{self, Action, Refused, Status};
-use crate::sqlite_writer::{lite, SqliteWriter, WriteGate};
-use crate::write_pool::WritePool;
 use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,8 +25,6 @@ use tokio::sync::{mpsc, oneshot};
 pub enum StoreError {
     #[error("database error while {0}: {1}")]
     Db(&'static str, #[source] sqlx::Error),
-    #[error("database error while {0}: {1}")]
-    Sqlite(&'static str, #[source] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://...")]
@@ -429,23 +421,11 @@ pub struct OutboxCounts {
 
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) write: WritePool,
+    pub(crate) write: AnyPool,
     pub(crate) read: AnyPool,
     backend: Backend,
-    /// SQLite only: the write thread for the hot batches (see `sqlite_writer`).
-    pub(crate) direct: Option<Arc<SqliteWriter>>,
     ingest_queue: mpsc::UnboundedSender<IngestJob>,
     turn_queue: mpsc::UnboundedSender<TurnJob>,
-}
-
-/// What the SQLite write thread needs of a quiet bot turn (see `commit_quiet_direct`).
-struct QuietTurn {
-    conversation_id: String,
-    expected_processed_seq: i64,
-    message_seq: i64,
-    language: Option<String>,
-    unanswered: Option<i64>,
-    annotations: String,
 }
 
 /// A bot turn waiting for the turn writer.
@@ -493,14 +473,6 @@ fn answer_batch<J, T>(
     }
 }
 
-/// How a batch went: stored as a batch (what it left then stored one by one), or failed and
-/// stored one by one (logged; the tests check that the batch path itself works).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BatchPath {
-    Stored,
-    Failed,
-}
-
 /// A customer message waiting for the ingest writer.
 struct IngestJob {
     message: InboundMessage,
@@ -541,7 +513,7 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
-        let (write, read, direct) = match backend {
+        let (write, read) = match backend {
             Backend::Sqlite => {
                 let write = AnyPoolOptions::new()
                     .max_connections(1)
@@ -558,15 +530,7 @@ impl Store {
                     .connect(url)
                     .await
                     .map_err(db("opening the SQLite database"))?;
-                let gate = WriteGate::default();
-                let options = SqliteConnectOptions::from_str(url)
-                    .map_err(db("reading the SQLite database URL"))?;
-                let direct = SqliteWriter::open(options.get_filename(), gate.clone())?;
-                (
-                    WritePool::new(write, Some(gate.clone())),
-                    read,
-                    Some(Arc::new(direct)),
-                )
+                (write, read)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -576,19 +540,14 @@ impl Store {
                     .await
                     .map_err(db("connecting to PostgreSQL"))?;
                 sqlx::migrate!("./migrations").run(&pool).await?;
-                (WritePool::new(pool.clone(), None), pool, None)
+                (pool.clone(), pool)
             }
         };
         let (ingest_queue, queue) = mpsc::unbounded_channel();
-        tokio::spawn(Self::run_ingest_batches(
-            write.clone(),
-            direct.clone(),
-            queue,
-        ));
+        tokio::spawn(Self::run_ingest_batches(write.clone(), queue));
         let (turn_queue, turns) = mpsc::unbounded_channel();
         tokio::spawn(Self::run_turn_batches(
             write.clone(),
-            direct.clone(),
             turns,
             max_cross_conversation_batch(backend, MAX_TURN_BATCH),
         ));
@@ -596,7 +555,6 @@ impl Store {
             write,
             read,
             backend,
-            direct,
             ingest_queue,
             turn_queue,
         })
@@ -604,11 +562,6 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// The SQLite write thread, on SQLite.
-    pub(crate) fn sqlite_writer(&self) -> Option<&SqliteWriter> {
-        self.direct.as_deref()
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -635,12 +588,12 @@ impl Store {
         )
         .bind(key)
         .bind(make())
-        .execute(&mut *self.write.conn().await?)
+        .execute(&self.write)
         .await
         .map_err(db("writing a setting"))?;
         let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
             .bind(key)
-            .fetch_one(&mut *self.write.conn().await?)
+            .fetch_one(&self.write)
             .await
             .map_err(db("reading a setting"))?;
         row.try_get("value").map_err(db("reading a setting"))
@@ -650,7 +603,7 @@ impl Store {
     pub async fn setting(&self, key: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
             .bind(key)
-            .fetch_optional(&mut *self.write.conn().await?)
+            .fetch_optional(&self.write)
             .await
             .map_err(db("reading a setting"))?;
         row.map(|r| r.try_get("value").map_err(db("reading a setting")))
@@ -665,7 +618,7 @@ impl Store {
         )
         .bind(key)
         .bind(value)
-        .execute(&mut *self.write.conn().await?)
+        .execute(&self.write)
         .await
         .map_err(db("writing a setting"))?;
         Ok(())
@@ -674,7 +627,7 @@ impl Store {
     pub async fn delete_setting(&self, key: &str) -> Result<()> {
         sqlx::query("DELETE FROM settings WHERE key = $1")
             .bind(key)
-            .execute(&mut *self.write.conn().await?)
+            .execute(&self.write)
             .await
             .map_err(db("deleting a setting"))?;
         Ok(())
@@ -780,7 +733,7 @@ impl Store {
             )
             .bind(&conversation_id)
             .bind(lang)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map_err(db("setting a conversation's language"))?;
         }
@@ -848,40 +801,23 @@ impl Store {
     /// Group commit: the messages waiting when the writer is free are stored in one transaction
     /// (each still deduplicated and numbered on its own). If a batch fails, each of its messages
     /// is tried alone, so one bad message cannot fail the others.
-    async fn run_ingest_batches(
-        write: WritePool,
-        direct: Option<Arc<SqliteWriter>>,
-        mut queue: mpsc::UnboundedReceiver<IngestJob>,
-    ) {
+    async fn run_ingest_batches(write: AnyPool, mut queue: mpsc::UnboundedReceiver<IngestJob>) {
         while let Some(jobs) = recv_batch(&mut queue, MAX_INGEST_BATCH).await {
             let _timer = crate::batch::BatchTimer::start("ingest", jobs.len());
-            Self::store_ingest_batch(&write, direct.as_deref(), jobs).await;
-        }
-    }
-
-    /// Stores and answers one batch of customer messages: on the SQLite write thread when there
-    /// is one, else in one sqlx transaction; what those leave, one by one.
-    async fn store_ingest_batch(
-        write: &WritePool,
-        direct: Option<&SqliteWriter>,
-        jobs: Vec<IngestJob>,
-    ) -> BatchPath {
-        let (jobs, path) = if let Some(writer) = direct {
-            Self::ingest_direct(writer, jobs).await
-        } else if jobs.len() > 1 {
-            let stored = Self::ingest_batch(write, &jobs).await;
-            match answer_batch(jobs, stored, "customer messages", |j| j.reply) {
-                Some(left) => (left, BatchPath::Failed),
-                None => return BatchPath::Stored,
+            let jobs = if jobs.len() > 1 {
+                let stored = Self::ingest_batch(&write, &jobs).await;
+                match answer_batch(jobs, stored, "customer messages", |j| j.reply) {
+                    Some(left) => left,
+                    None => continue,
+                }
+            } else {
+                jobs
+            };
+            for job in jobs {
+                let result = retry_on_conflict(|| Self::ingest_alone(&write, &job.message)).await;
+                let _ = job.reply.send(result);
             }
-        } else {
-            (jobs, BatchPath::Stored)
-        };
-        for job in jobs {
-            let result = retry_on_conflict(|| Self::ingest_alone(write, &job.message)).await;
-            let _ = job.reply.send(result);
         }
-        path
     }
 
     /// A batch in one transaction. The usual message (a known sender, not seen before) takes
@@ -892,7 +828,7 @@ impl Store {
     ///
     /// Why: one message at a time cost three statements each, and every statement is a round trip
     /// to SQLite's connection thread; a batch of 300 spent most of its time in those hand-overs.
-    async fn ingest_batch(write: &WritePool, jobs: &[IngestJob]) -> Result<Vec<Ack>> {
+    async fn ingest_batch(write: &AnyPool, jobs: &[IngestJob]) -> Result<Vec<Ack>> {
         let now = now_ms();
         let mut tx = write.begin().await.map_err(db("starting a transaction"))?;
         let backend = backend_of(&tx);
@@ -938,7 +874,7 @@ impl Store {
             let rows = q
                 .bind(now)
                 .bind(now)
-                .fetch_all(&mut **tx)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(db("numbering messages"))?;
             let mut next_seq: HashMap<String, i64> = HashMap::with_capacity(rows.len());
@@ -986,133 +922,6 @@ impl Store {
         acks.into_iter()
             .map(|a| a.ok_or_else(|| StoreError::Corrupt("a batched message has no answer".into())))
             .collect()
-    }
-
-    /// A batch on the SQLite write thread, in one transaction: each message from a known sender
-    /// is looked up, numbered and stored in turn (cheap there: cached statements, no round trips),
-    /// and answered. Returns the jobs left for `ingest_alone`: the first messages that open a
-    /// conversation (and those behind them from the same sender), in batch order; or, if the
-    /// batch failed, all of them.
-    async fn ingest_direct(
-        writer: &SqliteWriter,
-        jobs: Vec<IngestJob>,
-    ) -> (Vec<IngestJob>, BatchPath) {
-        let messages: Vec<InboundMessage> = jobs.iter().map(|j| j.message.clone()).collect();
-        let stored = writer
-            .transaction(move |tx| Self::ingest_on(tx, &messages, now_ms()))
-            .await;
-        let acks = match stored {
-            Ok(acks) => acks,
-            Err(e) => {
-                tracing::warn!(error = %e, jobs = jobs.len(), "a batch of customer messages failed; storing each alone");
-                return (jobs, BatchPath::Failed);
-            }
-        };
-        let mut left = Vec::new();
-        for (job, ack) in jobs.into_iter().zip(acks) {
-            match ack {
-                Some(ack) => {
-                    let _ = job.reply.send(Ok(ack));
-                }
-                None => left.push(job),
-            }
-        }
-        (left, BatchPath::Stored)
-    }
-
-    /// `ingest_direct`'s transaction: an answer for each message, none for those whose sender
-    /// has no conversation yet.
-    fn ingest_on(
-        tx: &rusqlite::Transaction<'_>,
-        messages: &[InboundMessage],
-        now: i64,
-    ) -> Result<Vec<Option<Ack>>> {
-        use rusqlite::{params, OptionalExtension};
-        let mut duplicate = tx
-            .prepare_cached(
-                "SELECT m.conversation_id, c.contact_id, m.seq FROM messages m \
-                 JOIN conversations c ON c.id = m.conversation_id \
-                 WHERE m.channel = ?1 AND m.external_id = ?2",
-            )
-            .map_err(lite("looking for duplicate messages"))?;
-        let mut conversation = tx
-            .prepare_cached(
-                "SELECT c.id, c.contact_id FROM contact_identities i JOIN conversations c \
-                 ON c.contact_id = i.contact_id AND c.channel = i.channel \
-                 WHERE i.channel = ?1 AND i.external_id = ?2",
-            )
-            .map_err(lite("looking up a conversation"))?;
-        let mut number = tx
-            .prepare_cached(
-                "UPDATE conversations SET last_seq = last_seq + 1, updated_at = ?2, \
-                 last_message_at = ?2 WHERE id = ?1 RETURNING last_seq",
-            )
-            .map_err(lite("numbering a message"))?;
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO messages (id, conversation_id, seq, author, text, channel, \
-                 external_id, metadata, created_at) \
-                 VALUES (?1, ?2, ?3, 'customer', ?4, ?5, ?6, ?7, ?8)",
-            )
-            .map_err(lite("storing messages"))?;
-        // Senders left for `ingest_alone`: their later messages wait there too, in order.
-        let mut opening: HashSet<(&str, &str)> = HashSet::new();
-        let mut acks = Vec::with_capacity(messages.len());
-        for msg in messages {
-            let sender = (msg.channel.as_str(), msg.contact_external_id.as_str());
-            if opening.contains(&sender) {
-                acks.push(None);
-                continue;
-            }
-            let stored = duplicate
-                .query_row(params![msg.channel, msg.external_message_id], |r| {
-                    Ok(Ack {
-                        conversation_id: r.get(0)?,
-                        contact_id: r.get(1)?,
-                        seq: r.get(2)?,
-                        duplicate: true,
-                    })
-                })
-                .optional()
-                .map_err(lite("looking for duplicate messages"))?;
-            if stored.is_some() {
-                acks.push(stored);
-                continue;
-            }
-            let found = conversation
-                .query_row(params![msg.channel, msg.contact_external_id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .optional()
-                .map_err(lite("looking up a conversation"))?;
-            let Some((conversation_id, contact_id)) = found else {
-                opening.insert(sender);
-                acks.push(None);
-                continue;
-            };
-            let seq: i64 = number
-                .query_row(params![conversation_id, now], |r| r.get(0))
-                .map_err(lite("numbering a message"))?;
-            insert
-                .execute(params![
-                    new_id(),
-                    conversation_id,
-                    seq,
-                    msg.text,
-                    msg.channel,
-                    msg.external_message_id,
-                    msg.metadata.to_string(),
-                    now,
-                ])
-                .map_err(lite("storing messages"))?;
-            acks.push(Some(Ack {
-                conversation_id,
-                contact_id,
-                seq,
-                duplicate: false,
-            }));
-        }
-        Ok(acks)
     }
 
     /// For each message: the message stored before under its channel and external id, and its
@@ -1173,7 +982,7 @@ impl Store {
         Ok((duplicates, known))
     }
 
-    async fn ingest_alone(write: &WritePool, msg: &InboundMessage) -> Result<Ack> {
+    async fn ingest_alone(write: &AnyPool, msg: &InboundMessage) -> Result<Ack> {
         let mut tx = write.begin().await.map_err(db("starting a transaction"))?;
         let ack = Self::ingest_in(&mut tx, msg, now_ms()).await?;
         tx.commit().await.map_err(db("committing a message"))?;
@@ -1400,7 +1209,7 @@ impl Store {
              AND COALESCE(last_message_at, updated_at) < $1 ORDER BY id LIMIT 500",
         )
         .bind(before)
-        .fetch_all(&mut *self.write.conn().await?)
+        .fetch_all(&self.write)
         .await
         .map_err(db("looking for idle conversations"))?;
         rows.iter()
@@ -1415,7 +1224,7 @@ impl Store {
              ORDER BY c.priority DESC, c.queued_at ASC, c.id ASC LIMIT 1000"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&mut *self.write.conn().await?)
+            .fetch_all(&self.write)
             .await
             .map_err(db("reading the queue"))?;
         rows.iter().map(conversation_from_row).collect()
@@ -1470,50 +1279,31 @@ impl Store {
     }
 
     async fn run_turn_batches(
-        write: WritePool,
-        direct: Option<Arc<SqliteWriter>>,
+        write: AnyPool,
         mut queue: mpsc::UnboundedReceiver<TurnJob>,
         max_batch: usize,
     ) {
         while let Some(jobs) = recv_batch(&mut queue, max_batch).await {
             let _timer = crate::batch::BatchTimer::start("turn", jobs.len());
-            Self::store_turn_batch(&write, direct.as_deref(), jobs).await;
-        }
-    }
-
-    /// Commits and answers one batch of bot turns: the quiet ones on the SQLite write thread
-    /// when there is one; the rest in one sqlx transaction, or one by one if that fails.
-    async fn store_turn_batch(
-        write: &WritePool,
-        direct: Option<&SqliteWriter>,
-        jobs: Vec<TurnJob>,
-    ) -> BatchPath {
-        let (jobs, mut path) = match direct {
-            Some(writer) => Self::commit_quiet_direct(writer, jobs).await,
-            None => (jobs, BatchPath::Stored),
-        };
-        let jobs = if path == BatchPath::Stored && jobs.len() > 1 {
-            let stored = Self::commit_turns(write, &jobs).await;
-            match answer_batch(jobs, stored, "bot turns", |j| j.reply) {
-                Some(left) => {
-                    path = BatchPath::Failed;
-                    left
+            let jobs = if jobs.len() > 1 {
+                let stored = Self::commit_turns(&write, &jobs).await;
+                match answer_batch(jobs, stored, "bot turns", |j| j.reply) {
+                    Some(left) => left,
+                    None => continue,
                 }
-                None => return path,
+            } else {
+                jobs
+            };
+            for job in jobs {
+                let result = Self::commit_turns(&write, std::slice::from_ref(&job))
+                    .await
+                    .and_then(|mut r| {
+                        r.pop()
+                            .ok_or_else(|| StoreError::Corrupt("a turn left no result".into()))
+                    });
+                let _ = job.reply.send(result);
             }
-        } else {
-            jobs
-        };
-        for job in jobs {
-            let result = Self::commit_turns(write, std::slice::from_ref(&job))
-                .await
-                .and_then(|mut r| {
-                    r.pop()
-                        .ok_or_else(|| StoreError::Corrupt("a turn left no result".into()))
-                });
-            let _ = job.reply.send(result);
         }
-        path
     }
 
     /// A batch of turns in one transaction. Quiet turns (no reply, rating or status change: the
@@ -1521,9 +1311,26 @@ impl Store {
     /// conversations take two statements for the whole batch; the others are committed one by
     /// one after them, in batch order. Why: each statement is a round trip to SQLite's connection
     /// thread, and two per turn made the turn writer the relay's bottleneck.
-    async fn commit_turns(write: &WritePool, jobs: &[TurnJob]) -> Result<Vec<Committed>> {
+    async fn commit_turns(write: &AnyPool, jobs: &[TurnJob]) -> Result<Vec<Committed>> {
         let mut tx = write.begin().await.map_err(db("starting a transaction"))?;
-        let quiet = Self::quiet_turns(jobs);
+        let mut per_conversation: HashMap<&str, usize> = HashMap::new();
+        for job in jobs {
+            *per_conversation
+                .entry(job.turn.conversation_id.as_str())
+                .or_default() += 1;
+        }
+        let quiet: Vec<usize> = jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, job)| {
+                let t = &job.turn;
+                t.replies.is_empty()
+                    && t.rating.is_none()
+                    && t.status_change.is_none()
+                    && per_conversation.get(t.conversation_id.as_str()) == Some(&1)
+            })
+            .map(|(i, _)| i)
+            .collect();
         let mut results: Vec<Option<Committed>> = jobs.iter().map(|_| None).collect();
         if quiet.len() > 1 {
             let claimed = Self::commit_quiet_turns(&mut tx, jobs, &quiet).await?;
@@ -1545,124 +1352,6 @@ impl Store {
             .into_iter()
             .map(|r| r.ok_or_else(|| StoreError::Corrupt("a bot turn has no result".into())))
             .collect()
-    }
-
-    /// The quiet turns of a batch: no reply, rating or status change, and the only turn of its
-    /// conversation in the batch.
-    fn quiet_turns(jobs: &[TurnJob]) -> Vec<usize> {
-        let mut per_conversation: HashMap<&str, usize> = HashMap::new();
-        for job in jobs {
-            *per_conversation
-                .entry(job.turn.conversation_id.as_str())
-                .or_default() += 1;
-        }
-        jobs.iter()
-            .enumerate()
-            .filter(|(_, job)| {
-                let t = &job.turn;
-                t.replies.is_empty()
-                    && t.rating.is_none()
-                    && t.status_change.is_none()
-                    && per_conversation.get(t.conversation_id.as_str()) == Some(&1)
-            })
-            .map(|(i, _)| i)
-            .collect()
-    }
-
-    /// The quiet turns of a batch committed on the SQLite write thread, in one transaction of a
-    /// claim and an annotation per turn. Returns the other turns (those of conversations with no
-    /// quiet turn here), in batch order, for `commit_turns`; or, if the batch failed, all of them.
-    async fn commit_quiet_direct(
-        writer: &SqliteWriter,
-        jobs: Vec<TurnJob>,
-    ) -> (Vec<TurnJob>, BatchPath) {
-        let quiet = Self::quiet_turns(&jobs);
-        if quiet.is_empty() {
-            return (jobs, BatchPath::Stored);
-        }
-        let turns: Vec<QuietTurn> = quiet
-            .iter()
-            .map(|&i| {
-                let t = &jobs[i].turn;
-                QuietTurn {
-                    conversation_id: t.conversation_id.clone(),
-                    expected_processed_seq: t.expected_processed_seq,
-                    message_seq: t.message_seq,
-                    language: t.language.clone(),
-                    unanswered: t.unanswered,
-                    annotations: t.message_annotations.to_string(),
-                }
-            })
-            .collect();
-        let claimed = match writer
-            .transaction(move |tx| Self::commit_quiet_on(tx, &turns))
-            .await
-        {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                tracing::warn!(error = %e, jobs = jobs.len(), "a batch of bot turns failed; storing each alone");
-                return (jobs, BatchPath::Failed);
-            }
-        };
-        let mut claimed = claimed.into_iter();
-        let mut quiet = quiet.into_iter().peekable();
-        let mut left = Vec::new();
-        for (i, job) in jobs.into_iter().enumerate() {
-            if quiet.next_if_eq(&i).is_none() {
-                left.push(job);
-                continue;
-            }
-            let result = match claimed.next() {
-                Some(true) => Committed::Stored(Vec::new()),
-                _ => Committed::AlreadyHandled,
-            };
-            let _ = job.reply.send(Ok(result));
-        }
-        (left, BatchPath::Stored)
-    }
-
-    /// `commit_quiet_direct`'s transaction: for each turn, whether it claimed its conversation
-    /// (still at the expected processed_seq) and so annotated its message.
-    fn commit_quiet_on(tx: &rusqlite::Transaction<'_>, turns: &[QuietTurn]) -> Result<Vec<bool>> {
-        use rusqlite::{params, OptionalExtension};
-        let now = now_ms();
-        let mut claim = tx
-            .prepare_cached(
-                "UPDATE conversations SET processed_seq = ?3, updated_at = ?4, \
-                 language = COALESCE(?5, language), unanswered = COALESCE(?6, unanswered) \
-                 WHERE id = ?1 AND processed_seq = ?2 RETURNING 1",
-            )
-            .map_err(lite("recording a bot turn"))?;
-        let mut annotate = tx
-            .prepare_cached(
-                "UPDATE messages SET annotations = ?3 WHERE conversation_id = ?1 AND seq = ?2",
-            )
-            .map_err(lite("annotating a message"))?;
-        let mut claimed = Vec::with_capacity(turns.len());
-        for t in turns {
-            let won = claim
-                .query_row(
-                    params![
-                        t.conversation_id,
-                        t.expected_processed_seq,
-                        t.message_seq,
-                        now,
-                        t.language,
-                        t.unanswered
-                    ],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(lite("recording a bot turn"))?
-                .is_some();
-            if won {
-                annotate
-                    .execute(params![t.conversation_id, t.message_seq, t.annotations])
-                    .map_err(lite("annotating a message"))?;
-            }
-            claimed.push(won);
-        }
-        Ok(claimed)
     }
 
     /// `commit_turn_in` for quiet turns of distinct conversations, in two statements: the claims
@@ -2141,7 +1830,7 @@ impl Store {
         .bind(d.attempts)
         .bind(lease_until)
         .bind(now_ms())
-        .execute(&mut *self.write.conn().await?)
+        .execute(&self.write)
         .await
         .map_err(db("claiming a delivery"))?;
         Ok(done.rows_affected() == 1)
@@ -2151,25 +1840,6 @@ impl Store {
     pub async fn mark_delivered_many(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
-        }
-        if let Some(writer) = self.sqlite_writer() {
-            let ids = ids.to_vec();
-            return writer
-                .transaction(move |tx| {
-                    let mut mark = tx
-                        .prepare_cached(
-                            "UPDATE outbox SET status = 'delivered', delivered_at = ?1, \
-                             updated_at = ?1, last_error = NULL WHERE id = ?2",
-                        )
-                        .map_err(lite("marking deliveries done"))?;
-                    let now = now_ms();
-                    for id in &ids {
-                        mark.execute(rusqlite::params![now, id])
-                            .map_err(lite("marking deliveries done"))?;
-                    }
-                    Ok(())
-                })
-                .await;
         }
         let sql = format!(
             "UPDATE outbox SET status = 'delivered', delivered_at = $1, updated_at = $2, \
@@ -2181,7 +1851,7 @@ impl Store {
         for id in ids {
             q = q.bind(id);
         }
-        q.execute(&mut *self.write.conn().await?)
+        q.execute(&self.write)
             .await
             .map_err(db("marking deliveries done"))?;
         Ok(())
@@ -2202,7 +1872,7 @@ impl Store {
         for id in ids {
             q = q.bind(id);
         }
-        q.execute(&mut *self.write.conn().await?)
+        q.execute(&self.write)
             .await
             .map_err(db("releasing deliveries"))?;
         Ok(())
@@ -2224,7 +1894,7 @@ impl Store {
         .bind(next)
         .bind(error)
         .bind(now)
-        .execute(&mut *self.write.conn().await?)
+        .execute(&self.write)
         .await
         .map_err(db("recording a failed delivery"))?;
         Ok(())
@@ -2252,7 +1922,7 @@ impl Store {
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(&mut *self.write.conn().await?)
+            .fetch_optional(&self.write)
             .await
             .map_err(db("reading a delivery"))?;
         row.as_ref().map(Self::delivery).transpose()
@@ -2267,7 +1937,7 @@ impl Store {
         )
         .bind(id)
         .bind(now)
-        .execute(&mut *self.write.conn().await?)
+        .execute(&self.write)
         .await
         .map_err(db("retrying a delivery"))?;
         Ok(done.rows_affected() == 1)
@@ -2352,22 +2022,8 @@ mod tests {
     #[tokio::test]
     async fn a_mixed_batch_of_customer_messages_is_stored_as_one_by_one() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cases: Vec<(Store, bool)> = stores(dir.path())
-            .await
-            .into_iter()
-            .map(|s| (s, false))
-            .collect();
-        // SQLite again, on its write thread.
-        let other = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("direct.db").display()
-        );
-        let other = Store::open(&other, 4).await.expect("open SQLite");
-        cases.push((other, true));
-        for (store, on_thread) in cases {
-            let backend = (store.backend(), on_thread);
-            let direct = store.direct.as_deref().filter(|_| on_thread);
-            assert!(direct.is_some() == on_thread, "{backend:?}");
+        for store in stores(dir.path()).await {
+            let backend = store.backend();
             let first = store.ingest(&inbound("ann", "a0")).await.expect("first");
             let ann = first.conversation_id.clone();
             let batch = [
@@ -2380,24 +2036,19 @@ mod tests {
                 inbound("cid", "c1"), // opens a conversation
                 inbound("cid", "c2"), // and writes again in the same batch
             ];
-            let (jobs, answers): (Vec<IngestJob>, Vec<_>) = batch
+            let jobs: Vec<IngestJob> = batch
                 .iter()
-                .map(|m| {
-                    let (reply, answer) = oneshot::channel();
-                    let job = IngestJob {
-                        message: m.clone(),
-                        reply,
-                    };
-                    (job, answer)
+                .map(|m| IngestJob {
+                    message: m.clone(),
+                    reply: oneshot::channel().0,
                 })
-                .unzip();
-            let path = Store::store_ingest_batch(&store.write, direct, jobs).await;
-            assert_eq!(path, BatchPath::Stored, "{backend:?}");
-            let mut acks: Vec<(String, i64, bool)> = Vec::new();
-            for answer in answers {
-                let a = answer.await.expect("answered").expect("stored");
-                acks.push((a.conversation_id, a.seq, a.duplicate));
-            }
+                .collect();
+            let acks: Vec<(String, i64, bool)> = Store::ingest_batch(&store.write, &jobs)
+                .await
+                .expect("the batch is stored")
+                .into_iter()
+                .map(|a| (a.conversation_id, a.seq, a.duplicate))
+                .collect();
             assert_eq!(acks[0], (ann.clone(), 2, false), "{backend:?}");
             assert_eq!(acks[2], (ann.clone(), 3, false), "{backend:?}");
             assert_eq!(acks[3], (ann.clone(), 2, true), "{backend:?}");
@@ -2429,44 +2080,38 @@ mod tests {
 
             // Quiet bot turns on those conversations: two expect a processed_seq their
             // conversation is not at (another worker got there first), two claim their message.
-            let turn = |conversation: &str, expected: i64, seq: i64| {
-                let (reply, answer) = oneshot::channel();
-                let job = TurnJob {
-                    turn: TurnOutcome {
-                        conversation_id: conversation.to_string(),
-                        contact_id: String::new(),
-                        channel: "crm".into(),
-                        target: String::new(),
-                        expected_processed_seq: expected,
-                        started_status: "bot".into(),
-                        rating: None,
-                        message_seq: seq,
-                        message_annotations: serde_json::json!({ "turn": seq }),
-                        language: Some("en".into()),
-                        status_change: None,
-                        unanswered: Some(seq),
-                        replies: Vec::new(),
-                    },
-                    lease_until: 0,
-                    reply,
-                };
-                (job, answer)
+            let turn = |conversation: &str, expected: i64, seq: i64| TurnJob {
+                turn: TurnOutcome {
+                    conversation_id: conversation.to_string(),
+                    contact_id: String::new(),
+                    channel: "crm".into(),
+                    target: String::new(),
+                    expected_processed_seq: expected,
+                    started_status: "bot".into(),
+                    rating: None,
+                    message_seq: seq,
+                    message_annotations: serde_json::json!({ "turn": seq }),
+                    language: Some("en".into()),
+                    status_change: None,
+                    unanswered: Some(seq),
+                    replies: Vec::new(),
+                },
+                lease_until: 0,
+                reply: oneshot::channel().0,
             };
-            let (turns, answers): (Vec<TurnJob>, Vec<_>) = [
+            let turns = [
                 turn(&ann, -1, 4),
                 turn(&bob, 0, 1),
                 turn(&cid, 5, 2),
                 turn(&cid, 0, 2),
-            ]
-            .into_iter()
-            .unzip();
-            let path = Store::store_turn_batch(&store.write, direct, turns).await;
-            assert_eq!(path, BatchPath::Stored, "{backend:?}");
-            let mut outcome: Vec<bool> = Vec::new();
-            for answer in answers {
-                let r = answer.await.expect("answered").expect("committed");
-                outcome.push(matches!(r, Committed::Stored(d) if d.is_empty()));
-            }
+            ];
+            let results = Store::commit_turns(&store.write, &turns)
+                .await
+                .expect("turns");
+            let outcome: Vec<bool> = results
+                .iter()
+                .map(|r| matches!(r, Committed::Stored(d) if d.is_empty()))
+                .collect();
             // cid appears twice, so both its turns are committed one by one, in order.
             assert_eq!(outcome, [false, true, false, true], "{backend:?}");
             for (conversation, seq) in [(&ann, 0), (&bob, 1), (&cid, 2)] {

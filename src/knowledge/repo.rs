@@ -60,7 +60,7 @@ impl Store {
             "SELECT {COLUMNS} FROM kb_articles WHERE id = $1"
         )))
         .bind(id)
-        .fetch_optional(&mut *self.write.conn().await?)
+        .fetch_optional(&self.write)
         .await
         .map_err(db("reading an article"))?;
         row.as_ref().map(row_to_article).transpose()
@@ -119,7 +119,7 @@ impl Store {
         .bind(content_hash)
         .bind(vectors)
         .bind(now)
-        .execute(&mut *self.write.conn().await?)
+        .execute(&self.write)
         .await
         .map_err(db("storing an article"))?;
         Ok(())
@@ -128,7 +128,7 @@ impl Store {
     pub async fn kb_delete(&self, id: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM kb_articles WHERE id = $1")
             .bind(id)
-            .execute(&mut *self.write.conn().await?)
+            .execute(&self.write)
             .await
             .map_err(db("deleting an article"))?;
         Ok(done.rows_affected() == 1)
