@@ -245,15 +245,15 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
     let metrics = crate::metrics::install()?;
     barrier.wait().await;
     let started = Instant::now();
-    let batches_before = BatchSizes::read(&metrics.render());
+    let batches_before = WriterBatches::read(&metrics.render());
     eprintln!("measuring: agent -> customer");
     barrier.wait().await;
     let agent_phase = started.elapsed();
-    let batches_between = BatchSizes::read(&metrics.render());
+    let batches_between = WriterBatches::read(&metrics.render());
     eprintln!("measuring: customer -> agent");
     barrier.wait().await;
     let customer_phase = started.elapsed() - agent_phase;
-    let batches_after = BatchSizes::read(&metrics.render());
+    let batches_after = WriterBatches::read(&metrics.render());
     let mut stored = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut to_customer = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut to_agent = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -440,7 +440,7 @@ async fn conversation(
 /// The writers' batch histograms (`frontdesk_*_batch_size` and `_batch_seconds`), read from the
 /// Prometheus rendering: a run shows how much each writer grouped and how busy it was.
 #[derive(Default)]
-struct BatchSizes(std::collections::BTreeMap<String, Writer>);
+struct WriterBatches(std::collections::BTreeMap<String, Writer>);
 
 /// One writer's totals so far, from its histograms.
 #[derive(Default, Clone, Copy)]
@@ -450,7 +450,7 @@ struct Writer {
     seconds: f64,
 }
 
-impl BatchSizes {
+impl WriterBatches {
     fn read(rendered: &str) -> Self {
         let mut sizes = Self::default();
         for line in rendered.lines() {
@@ -508,11 +508,11 @@ mod tests {
 
     #[test]
     fn batch_figures_are_the_difference_between_two_readings() {
-        let before = BatchSizes::read(
+        let before = WriterBatches::read(
             "frontdesk_reply_batch_size_sum 100\nfrontdesk_reply_batch_size_count 10\n\
              frontdesk_reply_batch_seconds_sum 0.5\nfrontdesk_other_metric 3\n",
         );
-        let after = BatchSizes::read(
+        let after = WriterBatches::read(
             "# TYPE frontdesk_reply_batch_size summary\nfrontdesk_reply_batch_size_sum 400\n\
              frontdesk_reply_batch_size_count 20\nfrontdesk_reply_batch_seconds_sum 1.5\n\
              frontdesk_ingest_batch_size_sum 8\nfrontdesk_ingest_batch_size_count 2\n\
