@@ -7,6 +7,9 @@
 //! - customer → agent: a widget message until the agent's console socket shows it (ingest, the
 //!   router's ownership stage, the console feed).
 //!
+//! With `--separate-process`, the gateway runs as a `frontdesk serve` child instead, and the CPU
+//! each process used per message is printed apart: the gateway's own cost, without the clients'.
+//!
 //! Prints messages/s and latency percentiles for each direction. With `--rate`, the messages are
 //! sent on a fixed schedule instead (the offered load, spread over the conversations), and each
 //! latency counts from the message's scheduled time, so a slow answer that delays the next message
@@ -14,6 +17,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +34,7 @@ use crate::agents::{NewAgent, Role};
 use crate::app::App;
 use crate::bench::{connect, latency_ms, Outgoing, Ws};
 use crate::config::Config;
+use crate::store::Store;
 
 #[derive(clap::Args)]
 pub struct RelayArgs {
@@ -49,6 +54,10 @@ pub struct RelayArgs {
     /// Store in this PostgreSQL database instead of a temporary SQLite file.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Run the gateway as a child process (`frontdesk serve`) instead of in this one, so the CPU
+    /// it uses per message is measured apart from the clients'.
+    #[arg(long)]
+    pub separate_process: bool,
 }
 
 const PASSWORD: &str = "bench-password-1";
@@ -118,13 +127,12 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
     } else {
         "SQLite"
     };
-    let app = App::build(config).await?;
-    let store = app.state.store.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.serve(listener, shutdown.clone()));
     let http = reqwest::Client::new();
+    let (gateway, store, addr) = if args.separate_process {
+        Gateway::child(&config, &http).await?
+    } else {
+        Gateway::in_process(config).await?
+    };
     let base = format!("http://{addr}");
 
     // Agents, logged in (a bearer token each), with room for their share of conversations.
@@ -242,18 +250,20 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
             conversation(id, agent, ws, inbox, http, base, plan, barrier).await
         }));
     }
-    let metrics = crate::metrics::install()?;
     barrier.wait().await;
     let started = Instant::now();
-    let batches_before = WriterBatches::read(&metrics.render());
+    let cpu_before = gateway.cpu();
+    let batches_before = WriterBatches::read(&gateway.metrics(&http, &base).await?);
     eprintln!("measuring: agent -> customer");
     barrier.wait().await;
     let agent_phase = started.elapsed();
-    let batches_between = WriterBatches::read(&metrics.render());
+    let cpu_between = gateway.cpu();
+    let batches_between = WriterBatches::read(&gateway.metrics(&http, &base).await?);
     eprintln!("measuring: customer -> agent");
     barrier.wait().await;
     let customer_phase = started.elapsed() - agent_phase;
-    let batches_after = WriterBatches::read(&metrics.render());
+    let cpu_after = gateway.cpu();
+    let batches_after = WriterBatches::read(&gateway.metrics(&http, &base).await?);
     let mut stored = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut to_customer = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut to_agent = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -313,15 +323,193 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
         "  writers' batches, customer phase: {}",
         batches_after.since(&batches_between, customer_phase)
     );
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    for (phase, before, after, messages) in [
+        ("agent phase", cpu_before, cpu_between, to_customer.len()),
+        ("customer phase", cpu_between, cpu_after, to_agent.len()),
+    ] {
+        println!(
+            "  CPU, {phase}: {}",
+            after.since(&before, messages, cores, args.separate_process)
+        );
+    }
     println!(
-        "  machine: {} cores; clients and gateway in one process",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        "  machine: {cores} cores; {}",
+        if args.separate_process {
+            "the gateway in a child process, the clients in this one"
+        } else {
+            "clients and gateway in one process"
+        }
     );
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    gateway.stop().await;
     Ok(())
+}
+
+/// The gateway under test: in this process, or a `frontdesk serve` child of it.
+enum Gateway {
+    InProcess {
+        server: tokio::task::JoinHandle<anyhow::Result<()>>,
+        shutdown: CancellationToken,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+    },
+    Child(std::process::Child),
+}
+
+impl Gateway {
+    async fn in_process(config: Config) -> anyhow::Result<(Self, Store, SocketAddr)> {
+        let app = App::build(config).await?;
+        let store = app.state.store.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.serve(listener, shutdown.clone()));
+        let metrics = crate::metrics::install()?;
+        Ok((
+            Self::InProcess {
+                server,
+                shutdown,
+                metrics,
+            },
+            store,
+            addr,
+        ))
+    }
+
+    /// Starts `frontdesk serve` (this executable) with the same settings, through its environment
+    /// variables, and waits until it answers `/readyz`.
+    async fn child(
+        config: &Config,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<(Self, Store, SocketAddr)> {
+        // A free port: the child binds it a moment later.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(&config.data_dir)
+            .env("FRONTDESK_WEBCHAT__RATE_PER_SECOND", "1000000")
+            .env("FRONTDESK_WEBCHAT__RATE_BURST", "1000000")
+            .env("FRONTDESK_KNOWLEDGE__ENABLED", "false")
+            .env("FRONTDESK_NLU__ENABLED", "false")
+            .env("FRONTDESK_CONSOLE__LOGINS_PER_MINUTE", "1000000")
+            .env("FRONTDESK_LOG__FILTER", "warn")
+            .env_remove("RUST_LOG");
+        if let Some(url) = &config.database.url {
+            command.env("FRONTDESK_DATABASE__URL", url);
+        }
+        let mut child = command.spawn().context("starting `frontdesk serve`")?;
+        let ready = format!("http://{addr}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!("`frontdesk serve` exited before it was ready: {status}");
+            }
+            if http
+                .get(&ready)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                anyhow::bail!("`frontdesk serve` was not ready on {addr} within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The child applied the migrations; this connection only adds the agents.
+        let store = Store::open(&config.database_url(), 2).await?;
+        Ok((Self::Child(child), store, addr))
+    }
+
+    /// The gateway's Prometheus rendering.
+    async fn metrics(&self, http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+        match self {
+            Self::InProcess { metrics, .. } => Ok(metrics.render()),
+            Self::Child(_) => Ok(http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await?),
+        }
+    }
+
+    /// CPU time used so far by the gateway's process and by this one (the same when in process).
+    fn cpu(&self) -> CpuTimes {
+        let gateway = match self {
+            Self::InProcess { .. } => "self".to_string(),
+            Self::Child(child) => child.id().to_string(),
+        };
+        CpuTimes {
+            gateway: cpu_seconds(&gateway),
+            clients: cpu_seconds("self"),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Self::InProcess {
+                server, shutdown, ..
+            } => {
+                shutdown.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+            }
+            Self::Child(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// CPU seconds (user + system) of the gateway's process and of this one, at one moment.
+#[derive(Clone, Copy, Default)]
+struct CpuTimes {
+    gateway: Option<f64>,
+    clients: Option<f64>,
+}
+
+impl CpuTimes {
+    /// "gateway 212 µs per message, 1.63 of 2 cores; clients ..." between `before` and now.
+    fn since(&self, before: &Self, messages: u64, cores: usize, separate: bool) -> String {
+        let per_message = |now: Option<f64>, was: Option<f64>| {
+            let used = now? - was?;
+            Some(used * 1e6 / messages.max(1) as f64)
+        };
+        let Some(gateway) = per_message(self.gateway, before.gateway) else {
+            return "not available (no /proc)".to_string();
+        };
+        if !separate {
+            return format!(
+                "{gateway:.0} µs per message, gateway and clients together (at that cost, {cores} cores carry at most {:.0} messages/s)",
+                cores as f64 * 1e6 / gateway.max(1e-9)
+            );
+        }
+        let clients = per_message(self.clients, before.clients).unwrap_or(f64::NAN);
+        format!(
+            "gateway {gateway:.0} µs per message (at that cost, {cores} cores of its own carry at most {:.0} messages/s), clients {clients:.0} µs",
+            cores as f64 * 1e6 / gateway.max(1e-9)
+        )
+    }
+}
+
+/// User + system CPU seconds of process `pid` ("self" for this one), from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start with the state, field 3;
+    // utime and stime are fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// When a conversation sends: every `period`, starting `offset` after its phase began; `None` in a
@@ -524,5 +712,40 @@ mod tests {
              reply 30.0 per batch, 100.0 ms, busy 50% (10 batches)"
         );
         assert_eq!(after.since(&after, Duration::from_secs(2)), "none");
+    }
+
+    #[test]
+    fn cpu_per_message_is_the_difference_over_the_messages() {
+        // This process's own reading works and grows with work done.
+        let start = cpu_seconds("self").expect("/proc/self/stat");
+        let mut x = 0u64;
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(60) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        assert!(cpu_seconds("self").expect("/proc/self/stat") > start);
+        assert_eq!(cpu_seconds("0"), None);
+
+        let before = CpuTimes {
+            gateway: Some(10.0),
+            clients: Some(4.0),
+        };
+        let after = CpuTimes {
+            gateway: Some(12.0),
+            clients: Some(4.5),
+        };
+        assert_eq!(
+            after.since(&before, 10_000, 2, true),
+            "gateway 200 µs per message (at that cost, 2 cores of its own carry at most 10000 messages/s), clients 50 µs"
+        );
+        assert_eq!(
+            after.since(&before, 10_000, 2, false),
+            "200 µs per message, gateway and clients together (at that cost, 2 cores carry at most 10000 messages/s)"
+        );
+        assert_eq!(
+            after.since(&CpuTimes::default(), 10_000, 2, true),
+            "not available (no /proc)"
+        );
     }
 }

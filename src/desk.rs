@@ -24,8 +24,8 @@ use crate::ownership::{Action, Status};
 use crate::replies::Replies;
 use crate::router::Router;
 use crate::store::{
-    db, dynamic_query, placeholders, Backend, ChangeError, Conversation, ConversationEvent,
-    NewMessage, Result, StatusChange, Store, StoreError, TranscriptMessage,
+    db, dynamic_query, messages_after_terms, placeholders, Backend, ChangeError, Conversation,
+    ConversationEvent, NewMessage, Result, StatusChange, Store, StoreError, TranscriptMessage,
 };
 
 /// Whether an agent may see a conversation: its own, or one for a team it belongs to. Admins see
@@ -322,19 +322,10 @@ impl Store {
         if after.is_empty() {
             return Ok(out);
         }
-        let terms: Vec<String> = (0..after.len())
-            .map(|i| {
-                format!(
-                    "(conversation_id = ${} AND seq > ${})",
-                    2 * i + 1,
-                    2 * i + 2
-                )
-            })
-            .collect();
         let sql = format!(
             "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies, \
              annotations FROM messages WHERE {} ORDER BY conversation_id, seq",
-            terms.join(" OR ")
+            messages_after_terms(after.len())
         );
         let mut q = dynamic_query(self.backend(), sql);
         for (id, seq) in after {

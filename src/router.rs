@@ -147,10 +147,10 @@ impl Router {
     /// Runs bot turns for the conversation's unprocessed messages, oldest first.
     async fn process(&self, conversation_id: &str) -> Result<(), StoreError> {
         loop {
-            let Some(conversation) = self.store.conversation(conversation_id).await? else {
+            let Some((conversation, pending)) = self.store.pending_turn(conversation_id).await?
+            else {
                 return Ok(());
             };
-            let pending = self.store.unprocessed(&conversation).await?;
             let Some(message) = pending.first() else {
                 return Ok(());
             };

@@ -15,7 +15,7 @@ use frontdesk_channels::{
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 
-use crate::batch::recv_batch;
+use crate::batch::{answer_batches, ask, recv_batch, Question};
 use crate::ownership::{self, Action, Refused, Status};
 use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -40,6 +40,21 @@ pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
 }
 
 /// `$first, $first+1, ...`: `n` numbered placeholders, for lists and multi-row statements.
+/// `(conversation_id = $1 AND seq > $2) OR (conversation_id = $3 AND seq > $4) ...` for `n`
+/// conversations: their messages after a seq each, in one statement.
+pub(crate) fn messages_after_terms(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "(conversation_id = ${} AND seq > ${})",
+                2 * i + 1,
+                2 * i + 2
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
@@ -426,7 +441,17 @@ pub struct Store {
     backend: Backend,
     ingest_queue: mpsc::UnboundedSender<IngestJob>,
     turn_queue: mpsc::UnboundedSender<TurnJob>,
+    pending_queue: mpsc::UnboundedSender<Question<String, PendingTurn, StoreError>>,
 }
+
+/// A conversation with the customer messages no bot turn has handled yet, oldest first.
+pub type PendingTurn = (Conversation, Vec<StoredMessage>);
+
+/// Most conversations read in one go for the router (two statements for all of them).
+const MAX_PENDING_BATCH: usize = 256;
+
+/// Most unprocessed messages read for one conversation at a time.
+const MAX_PENDING_MESSAGES: i64 = 100;
 
 /// A bot turn waiting for the turn writer.
 struct TurnJob {
@@ -551,12 +576,24 @@ impl Store {
             turns,
             max_cross_conversation_batch(backend, MAX_TURN_BATCH),
         ));
+        let (pending_queue, pending) = mpsc::unbounded_channel();
+        let pool = read.clone();
+        tokio::spawn(answer_batches(
+            pending,
+            MAX_PENDING_BATCH,
+            "pending_read",
+            move |ids: Vec<String>| {
+                let pool = pool.clone();
+                async move { Self::read_pending(&pool, backend, &ids).await }
+            },
+        ));
         Ok(Store {
             write,
             read,
             backend,
             ingest_queue,
             turn_queue,
+            pending_queue,
         })
     }
 
@@ -1235,14 +1272,102 @@ impl Store {
         let rows = sqlx::query(
             "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies \
              FROM messages WHERE conversation_id = $1 AND seq > $2 AND author = 'customer' \
-             ORDER BY seq LIMIT 100",
+             ORDER BY seq LIMIT $3",
         )
         .bind(&conversation.id)
         .bind(conversation.processed_seq)
+        .bind(MAX_PENDING_MESSAGES)
         .fetch_all(&self.read)
         .await
         .map_err(db("reading unprocessed messages"))?;
         rows.iter().map(Self::stored_message).collect()
+    }
+
+    /// The conversation and its customer messages no bot turn has handled yet (at most 100,
+    /// oldest first), for the router's next turn; `None` when the conversation does not exist.
+    ///
+    /// Why batched: the router asks this once per customer message. One by one it took two
+    /// statements each, and every statement and every row is a hand-over between the async side
+    /// and a database connection's thread (on SQLite, sqlx runs each connection on its own
+    /// thread): those reads were the biggest share of the gateway's CPU on the relay path. The
+    /// questions waiting when the reader is free are answered together, in two statements.
+    pub async fn pending_turn(&self, conversation_id: &str) -> Result<Option<PendingTurn>> {
+        match ask(&self.pending_queue, conversation_id.to_string()).await {
+            Some(answer) => answer,
+            None => self.pending_turn_alone(conversation_id).await,
+        }
+    }
+
+    /// `pending_turn` without the batching: two reads.
+    async fn pending_turn_alone(&self, conversation_id: &str) -> Result<Option<PendingTurn>> {
+        let Some(conversation) = self.conversation(conversation_id).await? else {
+            return Ok(None);
+        };
+        let pending = self.unprocessed(&conversation).await?;
+        Ok(Some((conversation, pending)))
+    }
+
+    /// The conversations among `ids` that exist, each with its unprocessed customer messages:
+    /// one statement for the conversations, one for the messages after each one's
+    /// `processed_seq` as just read (as `conversation` then `unprocessed` would).
+    async fn read_pending(
+        read: &AnyPool,
+        backend: Backend,
+        ids: &[String],
+    ) -> Result<HashMap<String, PendingTurn>> {
+        let mut out = HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let sql = format!(
+            "{CONVERSATION_SQL} WHERE c.id IN ({})",
+            placeholders(1, ids.len())
+        );
+        let mut q = dynamic_query(backend, sql);
+        for id in ids {
+            q = q.bind(id);
+        }
+        let rows = q
+            .fetch_all(read)
+            .await
+            .map_err(db("reading conversations"))?;
+        let conversations = rows
+            .iter()
+            .map(conversation_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        if conversations.is_empty() {
+            return Ok(out);
+        }
+        let limit = 2 * conversations.len() + 1;
+        let sql = format!(
+            "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies \
+             FROM (SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies, \
+             ROW_NUMBER() OVER (PARTITION BY conversation_id ORDER BY seq) AS n FROM messages \
+             WHERE author = 'customer' AND ({})) p WHERE n <= ${limit} ORDER BY conversation_id, seq",
+            messages_after_terms(conversations.len())
+        );
+        let mut q = dynamic_query(backend, sql);
+        for c in &conversations {
+            q = q.bind(&c.id).bind(c.processed_seq);
+        }
+        let rows = q
+            .bind(MAX_PENDING_MESSAGES)
+            .fetch_all(read)
+            .await
+            .map_err(db("reading unprocessed messages"))?;
+        let mut messages: HashMap<String, Vec<StoredMessage>> = HashMap::new();
+        for r in &rows {
+            let m = Self::stored_message(r)?;
+            messages
+                .entry(m.conversation_id.clone())
+                .or_default()
+                .push(m);
+        }
+        for c in conversations {
+            let pending = messages.remove(&c.id).unwrap_or_default();
+            out.insert(c.id.clone(), (c, pending));
+        }
+        Ok(out)
     }
 
     /// Conversations with customer messages the pipeline has not handled (after a crash).
@@ -2132,6 +2257,100 @@ mod tests {
                 let expected: Vec<i64> = (seq > 0).then_some(seq).into_iter().collect();
                 assert_eq!(annotated, expected, "{backend:?}");
             }
+            store.close().await;
+        }
+    }
+
+    /// The router's batched read answers as the two reads one by one would: only customer
+    /// messages after the conversation's `processed_seq`, at most 100, oldest first; nothing for a
+    /// conversation that does not exist; the same answer to a conversation asked twice at once.
+    #[tokio::test]
+    async fn pending_turns_read_in_a_batch_match_the_reads_one_by_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for store in stores(dir.path()).await {
+            let backend = store.backend();
+            let mut ann = String::new();
+            for i in 0..3 {
+                ann = store
+                    .ingest(&inbound("ann", &format!("a{i}")))
+                    .await
+                    .expect("ann")
+                    .conversation_id;
+            }
+            let mut bob = String::new();
+            for i in 0..105 {
+                bob = store
+                    .ingest(&inbound("bob", &format!("b{i}")))
+                    .await
+                    .expect("bob")
+                    .conversation_id;
+            }
+            // A turn handled ann's first message, and its reply is not a customer message.
+            let turn = TurnJob {
+                turn: TurnOutcome {
+                    conversation_id: ann.clone(),
+                    contact_id: String::new(),
+                    channel: "crm".into(),
+                    target: String::new(),
+                    expected_processed_seq: 0,
+                    started_status: "bot".into(),
+                    rating: None,
+                    message_seq: 1,
+                    message_annotations: serde_json::json!({}),
+                    language: None,
+                    status_change: None,
+                    unanswered: None,
+                    replies: vec![NewMessage::text(Author::Bot, "a bot reply")],
+                },
+                lease_until: 0,
+                reply: oneshot::channel().0,
+            };
+            let committed = Store::commit_turns(&store.write, std::slice::from_ref(&turn))
+                .await
+                .expect("turn");
+            assert!(
+                matches!(committed[..], [Committed::Stored(_)]),
+                "{backend:?}"
+            );
+
+            let ids = [ann.clone(), bob.clone(), "missing".to_string()];
+            let batch = Store::read_pending(&store.read, backend, &ids)
+                .await
+                .expect("batch read");
+            assert_eq!(batch.len(), 2, "{backend:?}");
+            let seqs = |id: &str| -> Vec<i64> { batch[id].1.iter().map(|m| m.seq).collect() };
+            // ann: 1 customer message handled, then the bot's reply (seq 4), 2 and 3 left.
+            assert_eq!(seqs(&ann), [2, 3], "{backend:?}");
+            assert_eq!(batch[&ann].0.processed_seq, 1, "{backend:?}");
+            assert_eq!(seqs(&bob), (1..=100).collect::<Vec<i64>>(), "{backend:?}");
+            assert!(batch[&bob].1.iter().all(|m| m.author == Author::Customer));
+
+            // Through the reader, concurrently (one batch), ann asked twice.
+            let (a1, a2, b, missing) = tokio::join!(
+                store.pending_turn(&ann),
+                store.pending_turn(&ann),
+                store.pending_turn(&bob),
+                store.pending_turn("missing"),
+            );
+            for (got, id) in [(a1, &ann), (a2, &ann), (b, &bob)] {
+                let (conversation, pending) = got.expect("read").expect("exists");
+                let (want_c, want_p) = store
+                    .pending_turn_alone(id)
+                    .await
+                    .expect("alone")
+                    .expect("exists");
+                assert_eq!(conversation.id, want_c.id, "{backend:?}");
+                assert_eq!(conversation.status, want_c.status, "{backend:?}");
+                assert_eq!(
+                    conversation.processed_seq, want_c.processed_seq,
+                    "{backend:?}"
+                );
+                let texts = |p: &[StoredMessage]| -> Vec<(i64, String)> {
+                    p.iter().map(|m| (m.seq, m.text.clone())).collect()
+                };
+                assert_eq!(texts(&pending), texts(&want_p), "{backend:?}");
+            }
+            assert!(missing.expect("read").is_none(), "{backend:?}");
             store.close().await;
         }
     }
