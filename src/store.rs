@@ -39,7 +39,6 @@ pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| StoreError::Db(what, e)
 }
 
-/// `$first, $first+1, ...`: `n` numbered placeholders, for lists and multi-row statements.
 /// `(conversation_id = $1 AND seq > $2) OR (conversation_id = $3 AND seq > $4) ...` for `n`
 /// conversations: their messages after a seq each, in one statement.
 pub(crate) fn messages_after_terms(n: usize) -> String {
@@ -55,6 +54,7 @@ pub(crate) fn messages_after_terms(n: usize) -> String {
         .join(" OR ")
 }
 
+/// `$first, $first+1, ...`: `n` numbered placeholders, for lists and multi-row statements.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
