@@ -354,7 +354,7 @@ enum Gateway {
         shutdown: CancellationToken,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     },
-    Child(std::process::Child),
+    Child(ChildGateway),
 }
 
 impl Gateway {
@@ -402,11 +402,11 @@ impl Gateway {
         if let Some(url) = &config.database.url {
             command.env("FRONTDESK_DATABASE__URL", url);
         }
-        let mut child = command.spawn().context("starting `frontdesk serve`")?;
+        let mut child = ChildGateway(command.spawn().context("starting `frontdesk serve`")?);
         let ready = format!("http://{addr}/readyz");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = child.try_wait()? {
+            if let Some(status) = child.0.try_wait()? {
                 anyhow::bail!("`frontdesk serve` exited before it was ready: {status}");
             }
             if http
@@ -418,7 +418,6 @@ impl Gateway {
                 break;
             }
             if Instant::now() > deadline {
-                let _ = child.kill();
                 anyhow::bail!("`frontdesk serve` was not ready on {addr} within 60 s");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -446,7 +445,7 @@ impl Gateway {
     fn cpu(&self) -> CpuTimes {
         let gateway = match self {
             Self::InProcess { .. } => "self".to_string(),
-            Self::Child(child) => child.id().to_string(),
+            Self::Child(child) => child.0.id().to_string(),
         };
         CpuTimes {
             gateway: cpu_seconds(&gateway),
@@ -462,11 +461,18 @@ impl Gateway {
                 shutdown.cancel();
                 let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
             }
-            Self::Child(mut child) => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            Self::Child(child) => drop(child),
         }
+    }
+}
+
+/// The `frontdesk serve` child, stopped when dropped: also when the benchmark fails half-way.
+struct ChildGateway(std::process::Child);
+
+impl Drop for ChildGateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
