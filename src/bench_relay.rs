@@ -377,31 +377,26 @@ impl Gateway {
         ))
     }
 
-    /// Starts `frontdesk serve` (this executable) with the same settings, through its environment
-    /// variables, and waits until it answers `/readyz`.
+    /// Starts `frontdesk serve` (this executable) with the same settings, written to a config file
+    /// in the data directory, and waits until it answers `/readyz`.
     async fn child(
         config: &Config,
         http: &reqwest::Client,
     ) -> anyhow::Result<(Self, Store, SocketAddr)> {
         // A free port: the child binds it a moment later.
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut settings = config.clone();
+        settings.log.filter = "warn".into();
+        let file = config.data_dir.join("bench-relay.toml");
+        std::fs::write(&file, toml::to_string(&settings)?)?;
         let mut command = std::process::Command::new(std::env::current_exe()?);
         command
+            .arg("--config")
+            .arg(&file)
             .arg("serve")
             .arg("--listen")
             .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(&config.data_dir)
-            .env("FRONTDESK_WEBCHAT__RATE_PER_SECOND", "1000000")
-            .env("FRONTDESK_WEBCHAT__RATE_BURST", "1000000")
-            .env("FRONTDESK_KNOWLEDGE__ENABLED", "false")
-            .env("FRONTDESK_NLU__ENABLED", "false")
-            .env("FRONTDESK_CONSOLE__LOGINS_PER_MINUTE", "1000000")
-            .env("FRONTDESK_LOG__FILTER", "warn")
             .env_remove("RUST_LOG");
-        if let Some(url) = &config.database.url {
-            command.env("FRONTDESK_DATABASE__URL", url);
-        }
         let mut child = ChildGateway(command.spawn().context("starting `frontdesk serve`")?);
         let ready = format!("http://{addr}/readyz");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -718,6 +713,34 @@ mod tests {
              reply 30.0 per batch, 100.0 ms, busy 50% (10 batches)"
         );
         assert_eq!(after.since(&after, Duration::from_secs(2)), "none");
+    }
+
+    /// The child gateway gets the benchmark's settings through a config file: every field must
+    /// survive the trip (a field TOML cannot write would stop the child from starting).
+    #[test]
+    fn the_childs_config_file_reads_back_as_the_benchmarks_settings() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        config.database.url = Some("postgres://bench@127.0.0.1:5432/relay".into());
+        config.webchat.rate_per_second = 1_000_000;
+        config.knowledge.enabled = false;
+        config.nlu.enabled = false;
+        config.console.logins_per_minute = 1_000_000;
+        let file = dir.path().join("bench-relay.toml");
+        std::fs::write(&file, toml::to_string(&config).expect("to TOML")).expect("write");
+        let read = Config::load(Some(&file), Default::default()).expect("load");
+        assert_eq!(read.data_dir, config.data_dir);
+        assert_eq!(read.database.url, config.database.url);
+        assert_eq!(read.webchat.rate_per_second, 1_000_000);
+        assert!(!read.knowledge.enabled && !read.nlu.enabled);
+        assert_eq!(read.console.logins_per_minute, 1_000_000);
+        assert_eq!(
+            serde_json::to_value(&read).expect("json"),
+            serde_json::to_value(&config).expect("json")
+        );
     }
 
     #[test]

@@ -1267,22 +1267,6 @@ impl Store {
         rows.iter().map(conversation_from_row).collect()
     }
 
-    /// Customer messages the pipeline has not handled yet, oldest first.
-    pub async fn unprocessed(&self, conversation: &Conversation) -> Result<Vec<StoredMessage>> {
-        let rows = sqlx::query(
-            "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies \
-             FROM messages WHERE conversation_id = $1 AND seq > $2 AND author = 'customer' \
-             ORDER BY seq LIMIT $3",
-        )
-        .bind(&conversation.id)
-        .bind(conversation.processed_seq)
-        .bind(MAX_PENDING_MESSAGES)
-        .fetch_all(&self.read)
-        .await
-        .map_err(db("reading unprocessed messages"))?;
-        rows.iter().map(Self::stored_message).collect()
-    }
-
     /// The conversation and its customer messages no bot turn has handled yet (at most 100,
     /// oldest first), for the router's next turn; `None` when the conversation does not exist.
     ///
@@ -1294,22 +1278,20 @@ impl Store {
     pub async fn pending_turn(&self, conversation_id: &str) -> Result<Option<PendingTurn>> {
         match ask(&self.pending_queue, conversation_id.to_string()).await {
             Some(answer) => answer,
-            None => self.pending_turn_alone(conversation_id).await,
+            // The reader is gone: this conversation alone, the same way.
+            None => Self::read_pending(
+                &self.read,
+                self.backend,
+                std::slice::from_ref(&conversation_id.to_string()),
+            )
+            .await
+            .map(|mut found| found.remove(conversation_id)),
         }
-    }
-
-    /// `pending_turn` without the batching: two reads.
-    async fn pending_turn_alone(&self, conversation_id: &str) -> Result<Option<PendingTurn>> {
-        let Some(conversation) = self.conversation(conversation_id).await? else {
-            return Ok(None);
-        };
-        let pending = self.unprocessed(&conversation).await?;
-        Ok(Some((conversation, pending)))
     }
 
     /// The conversations among `ids` that exist, each with its unprocessed customer messages:
     /// one statement for the conversations, one for the messages after each one's
-    /// `processed_seq` as just read (as `conversation` then `unprocessed` would).
+    /// `processed_seq` as just read.
     async fn read_pending(
         read: &AnyPool,
         backend: Backend,
@@ -2261,6 +2243,28 @@ mod tests {
         }
     }
 
+    /// What the router read before the batched reader, as the test's independent answer: the
+    /// conversation, then its customer messages after `processed_seq`, at most 100.
+    async fn pending_turn_one_by_one(store: &Store, id: &str) -> PendingTurn {
+        let conversation = store.conversation(id).await.expect("read").expect("exists");
+        let rows = sqlx::query(
+            "SELECT conversation_id, seq, author, text, created_at, metadata, quick_replies \
+             FROM messages WHERE conversation_id = $1 AND seq > $2 AND author = 'customer' \
+             ORDER BY seq LIMIT 100",
+        )
+        .bind(&conversation.id)
+        .bind(conversation.processed_seq)
+        .fetch_all(&store.read)
+        .await
+        .expect("unprocessed");
+        let pending = rows
+            .iter()
+            .map(Store::stored_message)
+            .collect::<Result<Vec<_>>>()
+            .expect("messages");
+        (conversation, pending)
+    }
+
     /// The router's batched read answers as the two reads one by one would: only customer
     /// messages after the conversation's `processed_seq`, at most 100, oldest first; nothing for a
     /// conversation that does not exist; the same answer to a conversation asked twice at once.
@@ -2334,11 +2338,7 @@ mod tests {
             );
             for (got, id) in [(a1, &ann), (a2, &ann), (b, &bob)] {
                 let (conversation, pending) = got.expect("read").expect("exists");
-                let (want_c, want_p) = store
-                    .pending_turn_alone(id)
-                    .await
-                    .expect("alone")
-                    .expect("exists");
+                let (want_c, want_p) = pending_turn_one_by_one(&store, id).await;
                 assert_eq!(conversation.id, want_c.id, "{backend:?}");
                 assert_eq!(conversation.status, want_c.status, "{backend:?}");
                 assert_eq!(
