@@ -25,7 +25,8 @@ use crate::replies::Replies;
 use crate::router::Router;
 use crate::store::{
     db, dynamic_query, messages_after_terms, placeholders, Backend, ChangeError, Conversation,
-    ConversationEvent, NewMessage, Result, StatusChange, Store, StoreError, TranscriptMessage,
+    ConversationEvent, Delivery, Direct, NewMessage, Result, StatusChange, Store, StoreError,
+    TranscriptMessage,
 };
 
 /// Whether an agent may see a conversation: its own, or one for a team it belongs to. Admins see
@@ -435,13 +436,15 @@ impl Store {
         self.read_summaries(&rest, &binds, kind_of).await
     }
 
-    /// Adds a message from the gateway (a system notice) to a conversation and queues its
-    /// delivery through the customer's channel. (Agents' replies go through [`Replies`].)
+    /// Adds a message from the gateway (a system notice) to a conversation, with an outbox row
+    /// for the worker unless `outbox_row` is false (a channel that replays from the
+    /// transcript: the caller publishes it). (Agents' replies go through [`Replies`].)
     pub async fn post_message(
         &self,
         conversation: &Conversation,
         message: &NewMessage,
-    ) -> std::result::Result<i64, DeskError> {
+        outbox_row: bool,
+    ) -> std::result::Result<Delivery, DeskError> {
         let now = now_ms();
         let mut tx = self
             .write
@@ -459,10 +462,11 @@ impl Store {
             message,
             now,
             (0, now),
+            outbox_row,
         )
         .await?;
         tx.commit().await.map_err(db("committing a message"))?;
-        Ok(delivery.seq)
+        Ok(delivery)
     }
 
     pub async fn add_note(
@@ -613,10 +617,22 @@ impl Desk {
             .ok_or_else(|| DeskError::NotFound(id.to_string()))
     }
 
-    /// Tells the customer something, in their language, through their channel.
-    async fn notify_customer(&self, c: &Conversation, message: NewMessage) -> DeskResult<()> {
-        self.store.post_message(c, &message).await?;
-        self.router.wake_outbox();
+    /// Tells the customer something, in their language, through their channel: through the
+    /// outbox worker, or published at once where the channel replays from the transcript.
+    pub async fn notify_customer(&self, c: &Conversation, message: NewMessage) -> DeskResult<()> {
+        let outbox = self.router.outbox();
+        let outbox_row = !outbox.replays_from_store(&c.channel);
+        let delivery = self.store.post_message(c, &message, outbox_row).await?;
+        if outbox_row {
+            outbox.wake();
+        } else {
+            outbox
+                .deliver_now(vec![Direct {
+                    delivery,
+                    waits_for: Vec::new(),
+                }])
+                .await;
+        }
         Ok(())
     }
 

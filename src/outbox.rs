@@ -1,7 +1,10 @@
 //! Delivers queued bot and agent messages through their channels, with retries.
 //!
-//! Every outbound message is an outbox row written in the same transaction as the message, so a
-//! crash never loses a reply: the worker picks up whatever is due after a restart. Each attempt
+//! Every outbound message to a channel that pushes to another system (webhook, Telegram,
+//! Discord) is an outbox row written in the same transaction as the message, so a crash never
+//! loses a reply: the worker picks up whatever is due after a restart. (A channel whose clients
+//! read what they missed from the transcript, the web chat, needs no row for the bot's and
+//! agents' replies: they are published once after the commit; see `Channel::replays_from_store`.) Each attempt
 //! claims its row with a lease (a conditional update), so several gateway processes sharing one
 //! PostgreSQL never send the same attempt twice; a process that dies mid-attempt leaves the row to
 //! be retried when the lease runs out (at-least-once, with a stable `delivery_id` to de-duplicate
@@ -99,22 +102,37 @@ impl Outbox {
         self.config.lease_ms
     }
 
+    /// Whether messages to this channel need no outbox row
+    /// ([`frontdesk_channels::Channel::replays_from_store`]). An unknown channel needs one.
+    pub fn replays_from_store(&self, channel: &str) -> bool {
+        self.channels
+            .get(channel)
+            .is_some_and(|ch| ch.replays_from_store())
+    }
+
     fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lane>> {
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends deliveries that were stored reserved for this process, each conversation's in
     /// order. One that must wait for deliveries this process does not hold (a retry in backoff,
-    /// another gateway's) is released to the worker, which keeps the order.
+    /// another gateway's) is released to the worker, which keeps the order. A message without
+    /// an outbox row is published at once, here: its channel's clients read anything they miss
+    /// from the transcript, so there is nothing to retry and no order to wait for.
     pub async fn deliver_now(self: &Arc<Self>, deliveries: Vec<Direct>) {
         let mut release = Vec::new();
         let mut start = Vec::new();
+        let (queued, published): (Vec<Direct>, Vec<Direct>) =
+            deliveries.into_iter().partition(|d| d.delivery.outbox_row);
+        for Direct { delivery, .. } in published {
+            self.publish(&delivery).await;
+        }
         {
             let mut lanes = self.lanes();
             for Direct {
                 delivery,
                 waits_for,
-            } in deliveries
+            } in queued
             {
                 let lane = lanes.entry(delivery.conversation_id.clone()).or_default();
                 lane.last_active = Some(Instant::now());
@@ -140,6 +158,26 @@ impl Outbox {
             tokio::spawn(async move { me.run_lane(conversation).await });
         }
         self.release(release).await;
+    }
+
+    /// Publishes a message that has no outbox row. A failure loses nothing (the message is in
+    /// the transcript, where the customer's client reads it on reconnect); it is logged.
+    async fn publish(&self, delivery: &Delivery) {
+        let channel = delivery.channel.clone();
+        let result = match self.channels.get(&channel) {
+            Some(ch) => ch.deliver(&delivery.outbound()).await,
+            None => Err(DeliveryError::Permanent(format!(
+                "channel '{channel}' is not configured on this gateway"
+            ))),
+        };
+        match result {
+            Ok(()) => metrics::counter!(m::MESSAGES_OUT, "channel" => channel).increment(1),
+            Err(e) => {
+                metrics::counter!(m::DELIVERY_FAILURES, "channel" => channel, "outcome" => "transcript")
+                    .increment(1);
+                tracing::warn!(conversation = %delivery.conversation_id, seq = delivery.seq, error = %e, "could not publish a message; the customer's client reads it from the transcript");
+            }
+        }
     }
 
     /// Hands reserved deliveries to the worker, due now.

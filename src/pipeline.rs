@@ -650,6 +650,7 @@ impl Pipeline {
             status_change: turn.status_change,
             unanswered: turn.unanswered,
             replies: turn.replies,
+            channel_replays_from_store: false,
         }
     }
 }

@@ -195,10 +195,8 @@ impl Queue {
                 ),
             };
             self.desk
-                .store
-                .post_message(c, &NewMessage::text(Author::System, text))
+                .notify_customer(c, NewMessage::text(Author::System, text))
                 .await?;
-            self.desk.router.wake_outbox();
             self.desk.live.touch(&c.id);
         }
         Ok(())

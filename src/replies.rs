@@ -13,6 +13,10 @@
 //! so the outbox delivers them at once in order, without a poll, and a crash leaves them to the
 //! worker when the lease runs out: nothing is lost, nothing is delivered out of order.
 //!
+//! A reply to the web chat has no outbox row and needs no look for older ones: the widget reads
+//! whatever it missed from the transcript (on reconnect, and on a gap in `seq`), so the reply is
+//! published once after the commit, and a crash between the two loses nothing.
+//!
 //! On PostgreSQL each reply is stored by its own request, in its own transaction: writers there
 //! run side by side (PostgreSQL groups their commits itself), and a transaction locking several
 //! conversations could deadlock with one storing customer messages (see
@@ -106,7 +110,11 @@ impl Replies {
         };
         let Some(queue) = &self.queue else {
             let lease_until = now_ms() + self.lease_ms;
-            let posted = match self.store.post_replies(&[&reply], lease_until).await {
+            let posted = match self
+                .store
+                .post_replies(&[&reply], lease_until, &self.outbox)
+                .await
+            {
                 Ok(mut r) => r.pop().unwrap_or(Posted::NotOwned),
                 Err(e) => Posted::Failed(e),
             };
@@ -155,17 +163,19 @@ async fn run(
         let _timer = crate::batch::BatchTimer::start("reply", batch.len());
         let lease_until = now_ms() + lease_ms;
         let replies: Vec<&Reply> = batch.iter().map(|j| &j.reply).collect();
-        let results = match store.post_replies(&replies, lease_until).await {
+        let results = match store.post_replies(&replies, lease_until, &outbox).await {
             Ok(r) => r,
             Err(e) if batch.len() > 1 => {
                 // One bad reply must not fail the others: each alone.
                 tracing::warn!(error = %e, replies = batch.len(), "a reply batch failed; storing each alone");
                 let mut each = Vec::with_capacity(batch.len());
                 for reply in &replies {
-                    each.push(match store.post_replies(&[reply], lease_until).await {
-                        Ok(mut r) => r.pop().unwrap_or(Posted::NotOwned),
-                        Err(e) => Posted::Failed(e),
-                    });
+                    each.push(
+                        match store.post_replies(&[reply], lease_until, &outbox).await {
+                            Ok(mut r) => r.pop().unwrap_or(Posted::NotOwned),
+                            Err(e) => Posted::Failed(e),
+                        },
+                    );
                 }
                 each
             }
@@ -207,11 +217,13 @@ impl Posted {
 
 impl Store {
     /// Stores a batch of agent replies (one per conversation) in one transaction. A reply whose
-    /// agent no longer owns the conversation is refused, the others are stored.
+    /// agent no longer owns the conversation is refused, the others are stored. `outbox` says
+    /// which channels replay from the transcript: their replies get no outbox row.
     async fn post_replies(
         &self,
         jobs: &[&Reply],
         lease_until: i64,
+        outbox: &Outbox,
     ) -> Result<Vec<Posted>, StoreError> {
         let now = now_ms();
         let mut tx = self
@@ -272,16 +284,24 @@ impl Store {
         }
 
         // Deliveries still pending in these conversations: the new ones must wait for them.
+        // (Not for a channel that replays from the transcript: nothing of it waits.)
+        let outbox_rows: Vec<bool> = owned
+            .iter()
+            .map(|(_, to)| !outbox.replays_from_store(&to.channel))
+            .collect();
         let ids: Vec<&str> = owned
             .iter()
-            .map(|(j, _)| j.conversation_id.as_str())
+            .zip(&outbox_rows)
+            .filter(|(_, row)| **row)
+            .map(|((j, _), _)| j.conversation_id.as_str())
             .collect();
         let mut pending = Store::pending_deliveries(&mut tx, &ids).await?;
 
         // The messages and their outbox rows, reserved for this process until `lease_until`.
         let deliveries: Vec<Delivery> = owned
             .iter()
-            .map(|(job, to)| {
+            .zip(outbox_rows)
+            .map(|((job, to), outbox_row)| {
                 Delivery::new_row(
                     (
                         &job.conversation_id,
@@ -293,6 +313,7 @@ impl Store {
                     &job.message,
                     now,
                     (1, lease_until),
+                    outbox_row,
                 )
             })
             .collect();

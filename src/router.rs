@@ -69,6 +69,11 @@ impl Router {
         self.outbox.wake();
     }
 
+    /// The outbox the router's replies go through.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
     /// Shows or hides "the agent is typing" to the customer of a conversation.
     pub async fn agent_typing(&self, conversation: &Conversation, typing: bool) {
         if let Some(ch) = self.channels.get(&conversation.channel) {
@@ -166,7 +171,9 @@ impl Router {
                 )
                 .await;
             }
-            let outcome = self.pipeline.run(&conversation, message).await;
+            let mut outcome = self.pipeline.run(&conversation, message).await;
+            outcome.channel_replays_from_store =
+                channel.as_ref().is_some_and(|ch| ch.replays_from_store());
             let lease_until = frontdesk_channels::now_ms() + self.outbox.lease_ms();
             let committed = match self.store.commit_turn(&outcome, lease_until).await? {
                 Committed::AlreadyHandled => false,

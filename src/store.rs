@@ -335,6 +335,10 @@ pub struct TurnOutcome {
     /// The conversation's new count of unanswered messages in a row (none = unchanged).
     pub unanswered: Option<i64>,
     pub replies: Vec<NewMessage>,
+    /// The channel replays missed messages from the transcript
+    /// ([`frontdesk_channels::Channel::replays_from_store`]): the replies get no outbox row.
+    /// Set by the router, which knows the channels; false is always safe.
+    pub channel_replays_from_store: bool,
 }
 
 /// What a committed bot turn left to deliver.
@@ -378,17 +382,24 @@ pub struct Delivery {
     #[schema(value_type = Vec<Object>)]
     pub quick_replies: Vec<QuickReply>,
     pub message_created_at: i64,
+    /// False when the channel replays missed messages from the transcript
+    /// ([`frontdesk_channels::Channel::replays_from_store`]): the message has no outbox row, and
+    /// publishing it once after the commit is its whole delivery.
+    #[serde(skip)]
+    pub outbox_row: bool,
 }
 
 impl Delivery {
     /// A new outbound message's row, as it is inserted: `(attempts, next_attempt_at)` is
     /// `(0, now)` for the worker, or `(1, lease end)` when reserved for a direct attempt.
+    /// `outbox_row` is false for a channel that replays from the transcript.
     pub(crate) fn new_row(
         (conversation_id, contact_id, channel, target): (&str, &str, &str, &str),
         seq: i64,
         msg: &NewMessage,
         now: i64,
         (attempts, next_attempt_at): (i64, i64),
+        outbox_row: bool,
     ) -> Self {
         Delivery {
             id: new_id(),
@@ -408,6 +419,7 @@ impl Delivery {
             text: msg.text.clone(),
             quick_replies: msg.quick_replies.clone(),
             message_created_at: now,
+            outbox_row,
         }
     }
 
@@ -1602,10 +1614,15 @@ impl Store {
         }
         let mut direct = Vec::with_capacity(turn.replies.len());
         if !turn.replies.is_empty() {
-            let waits_for = Self::pending_deliveries(tx, &[&turn.conversation_id])
-                .await?
-                .remove(&turn.conversation_id)
-                .unwrap_or_default();
+            let outbox_row = !turn.channel_replays_from_store;
+            let waits_for = if outbox_row {
+                Self::pending_deliveries(tx, &[&turn.conversation_id])
+                    .await?
+                    .remove(&turn.conversation_id)
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             for reply in &turn.replies {
                 let delivery = Self::append_outbound(
                     tx,
@@ -1618,6 +1635,7 @@ impl Store {
                     reply,
                     now,
                     (1, lease_until),
+                    outbox_row,
                 )
                 .await?;
                 direct.push(Direct {
@@ -1658,15 +1676,16 @@ impl Store {
     }
 
     /// Inserts outbound messages and their outbox rows, each described by its delivery: one
-    /// statement per table however many there are.
+    /// statement per table however many there are. A delivery without `outbox_row` (a channel
+    /// that replays from the transcript) stores only its message.
     pub(crate) async fn insert_messages_and_deliveries(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         rows: &[(&Delivery, &NewMessage)],
     ) -> Result<()> {
         const MESSAGE_COLUMNS: usize = 10;
         const OUTBOX_COLUMNS: usize = 11;
-        let values = |columns: usize| {
-            (0..rows.len())
+        let values = |count: usize, columns: usize| {
+            (0..count)
                 .map(|i| format!("({})", placeholders(1 + i * columns, columns)))
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -1674,7 +1693,7 @@ impl Store {
         let sql = format!(
             "INSERT INTO messages (id, conversation_id, seq, author, text, channel, annotations, \
              quick_replies, created_at, metadata) VALUES {}",
-            values(MESSAGE_COLUMNS)
+            values(rows.len(), MESSAGE_COLUMNS)
         );
         let backend = backend_of(tx);
         let mut q = dynamic_query(backend, sql);
@@ -1693,13 +1712,21 @@ impl Store {
                 .bind(msg.metadata.to_string());
         }
         q.execute(&mut **tx).await.map_err(db("storing a reply"))?;
+        let queued: Vec<&Delivery> = rows
+            .iter()
+            .map(|(d, _)| *d)
+            .filter(|d| d.outbox_row)
+            .collect();
+        if queued.is_empty() {
+            return Ok(());
+        }
         let sql = format!(
             "INSERT INTO outbox (id, message_id, conversation_id, seq, channel, target, status, \
              attempts, next_attempt_at, created_at, updated_at) VALUES {}",
-            values(OUTBOX_COLUMNS)
+            values(queued.len(), OUTBOX_COLUMNS)
         );
         let mut q = dynamic_query(backend, sql);
-        for (d, _) in rows {
+        for d in queued {
             q = q
                 .bind(&d.id)
                 .bind(&d.message_id)
@@ -1862,13 +1889,15 @@ impl Store {
 
     /// Adds a bot or system message and its outbox row, numbered next in its conversation.
     /// `(attempts, next_attempt_at)` is `(0, now)` for the worker, or `(1, lease end)` when
-    /// reserved for this process's direct attempt.
+    /// reserved for this process's direct attempt. No outbox row without `outbox_row` (a
+    /// channel that replays from the transcript; the caller publishes it).
     pub(crate) async fn append_outbound(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         (conversation_id, contact_id, channel, target): (&str, &str, &str, &str),
         msg: &NewMessage,
         now: i64,
         reservation: (i64, i64),
+        outbox_row: bool,
     ) -> Result<Delivery> {
         let seq = Self::next_seq(tx, conversation_id, now).await?;
         let delivery = Delivery::new_row(
@@ -1877,6 +1906,7 @@ impl Store {
             msg,
             now,
             reservation,
+            outbox_row,
         );
         Self::insert_messages_and_deliveries(tx, &[(&delivery, msg)]).await?;
         Ok(delivery)
@@ -1904,6 +1934,7 @@ impl Store {
             text: row.try_get("text").map_err(get)?,
             quick_replies: serde_json::from_str(&quick).unwrap_or_default(),
             message_created_at: row.try_get("message_created_at").map_err(get)?,
+            outbox_row: true,
         })
     }
 
@@ -2202,6 +2233,7 @@ mod tests {
                     status_change: None,
                     unanswered: Some(seq),
                     replies: Vec::new(),
+                    channel_replays_from_store: false,
                 },
                 lease_until: 0,
                 reply: oneshot::channel().0,
@@ -2265,6 +2297,117 @@ mod tests {
         (conversation, pending)
     }
 
+    /// A bot reply on a channel whose clients replay from the transcript (the web chat) gets no
+    /// outbox row and waits for nothing; on another channel it gets a row, reserved for this
+    /// process, behind the conversation's pending notice.
+    #[tokio::test]
+    async fn a_reply_on_a_transcript_channel_is_stored_without_an_outbox_row() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for store in stores(dir.path()).await {
+            let backend = store.backend();
+            let mut turns = Vec::new();
+            for (contact, replays) in [("ann", true), ("bob", false)] {
+                let ack = store
+                    .ingest(&inbound(contact, &format!("{contact}-1")))
+                    .await
+                    .expect("ingest");
+                let c = store
+                    .conversation(&ack.conversation_id)
+                    .await
+                    .expect("read")
+                    .expect("exists");
+                // A system notice queued for the outbox worker: still pending.
+                store
+                    .post_message(&c, &NewMessage::text(Author::System, "a notice"), true)
+                    .await
+                    .expect("notice");
+                turns.push(TurnJob {
+                    turn: TurnOutcome {
+                        conversation_id: c.id.clone(),
+                        contact_id: c.contact_id.clone(),
+                        channel: "crm".into(),
+                        target: contact.into(),
+                        expected_processed_seq: 0,
+                        started_status: "bot".into(),
+                        rating: None,
+                        message_seq: 1,
+                        message_annotations: serde_json::json!({}),
+                        language: None,
+                        status_change: None,
+                        unanswered: None,
+                        replies: vec![NewMessage::text(Author::Bot, "the answer")],
+                        channel_replays_from_store: replays,
+                    },
+                    lease_until: now_ms() + 60_000,
+                    reply: oneshot::channel().0,
+                });
+            }
+            let (ann, bob) = (
+                turns[0].turn.conversation_id.clone(),
+                turns[1].turn.conversation_id.clone(),
+            );
+            let committed = Store::commit_turns(&store.write, &turns)
+                .await
+                .expect("turns");
+            let direct: Vec<&Direct> = committed
+                .iter()
+                .flat_map(|c| match c {
+                    Committed::Stored(d) => d.iter().collect(),
+                    Committed::AlreadyHandled => Vec::new(),
+                })
+                .collect();
+            assert_eq!(direct.len(), 2, "{backend:?}");
+            let rows = store.list_deliveries(None, 100).await.expect("deliveries");
+            let rows_of = |id: &str| -> Vec<&Delivery> {
+                rows.iter().filter(|d| d.conversation_id == id).collect()
+            };
+            let notice = |id: &str| -> String {
+                rows_of(id)
+                    .iter()
+                    .find(|d| d.author == Author::System)
+                    .expect("the notice's row")
+                    .id
+                    .clone()
+            };
+
+            let to_ann = direct[0];
+            assert_eq!(to_ann.delivery.conversation_id, ann);
+            assert!(!to_ann.delivery.outbox_row, "{backend:?}");
+            assert!(to_ann.waits_for.is_empty(), "{backend:?}");
+            assert_eq!(rows_of(&ann).len(), 1, "only the notice: {rows:#?}");
+            notice(&ann);
+
+            let to_bob = direct[1];
+            assert_eq!(to_bob.delivery.conversation_id, bob);
+            assert!(to_bob.delivery.outbox_row, "{backend:?}");
+            assert_eq!(to_bob.waits_for, [notice(&bob)], "{backend:?}");
+            let bob_reply = rows_of(&bob)
+                .into_iter()
+                .find(|d| d.author == Author::Bot)
+                .expect("bob's reply has a row");
+            assert_eq!(
+                (bob_reply.status.as_str(), bob_reply.attempts),
+                ("pending", 1),
+                "reserved for a direct attempt: {backend:?}"
+            );
+
+            // Either way the reply is in the transcript, numbered after the notice.
+            for id in [&ann, &bob] {
+                let transcript = store.transcript(id).await.expect("transcript");
+                let last = transcript.last().expect("messages");
+                assert_eq!(
+                    (
+                        last.message.seq,
+                        last.message.author,
+                        last.message.text.as_str()
+                    ),
+                    (3, Author::Bot, "the answer"),
+                    "{backend:?}"
+                );
+            }
+        }
+    }
+
     /// The router's batched read answers as the two reads one by one would: only customer
     /// messages after the conversation's `processed_seq`, at most 100, oldest first; nothing for a
     /// conversation that does not exist; the same answer to a conversation asked twice at once.
@@ -2305,6 +2448,7 @@ mod tests {
                     status_change: None,
                     unanswered: None,
                     replies: vec![NewMessage::text(Author::Bot, "a bot reply")],
+                    channel_replays_from_store: false,
                 },
                 lease_until: 0,
                 reply: oneshot::channel().0,

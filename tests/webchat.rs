@@ -122,6 +122,23 @@ async fn a_reconnect_replays_exactly_the_missed_messages() {
             all.push(f);
         }
         assert_eq!(seqs(&all), (1..=8).collect::<Vec<_>>());
+
+        // The widget's replies have no outbox row (it reads what it missed from the store): a
+        // bot reply published while its socket was closing, or after, comes on the next connect.
+        let mut leaving = Chat::connect(&server, &token, 8).await;
+        assert_eq!(leaving.say_and_ack("m4", "fifth").await["seq"], 9);
+        leaving.close().await;
+        let mut back = Chat::connect(&server, &token, 9).await;
+        let (reply, _) = back
+            .until(|f| f["type"] == "message" && f["author"] == "bot")
+            .await;
+        assert_eq!(reply["seq"], 10, "{backend:?}");
+        let outbox = server.admin_get("/api/v1/deliveries").await;
+        assert_eq!(
+            outbox["deliveries"].as_array().map(Vec::len),
+            Some(0),
+            "no outbox rows for the widget's bot replies: {outbox:#}"
+        );
     }
 }
 

@@ -203,6 +203,14 @@ pub trait Channel: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Sends one bot or agent message to the customer.
     async fn deliver(&self, message: &OutboundMessage) -> Result<(), DeliveryError>;
+    /// True when the channel's clients read every message they missed from the conversation's
+    /// stored transcript (the web chat: on reconnect, and on a gap in `seq`), so its messages
+    /// need no outbox row: the gateway publishes each once after the commit, and a message
+    /// nobody saw live is replayed from the store. False for channels that push to another
+    /// system (a webhook, Telegram, Discord): they need the outbox's retries.
+    fn replays_from_store(&self) -> bool {
+        false
+    }
     /// Shows or hides "<author> is typing" (the bot, or an agent) where the platform can; a no-op
     /// elsewhere.
     async fn typing(

@@ -591,6 +591,12 @@ impl Channel for WebChat {
         "webchat"
     }
 
+    /// A widget asks for what it missed after its `last_seq` when it reconnects, and reads the
+    /// gap from the store when a live message skips a `seq`.
+    fn replays_from_store(&self) -> bool {
+        true
+    }
+
     /// Pushes the message to the sockets of its conversation open in this process. A visitor who is
     /// offline gets it from the store when the widget reconnects, so there is nothing to retry.
     async fn deliver(&self, message: &OutboundMessage) -> Result<(), DeliveryError> {

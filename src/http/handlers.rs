@@ -270,7 +270,9 @@ pub struct DeliveryList {
     pub deliveries: Vec<Delivery>,
 }
 
-/// Lists outbox deliveries (admin).
+/// Lists outbox deliveries (admin): messages to channels that push to another system (webhook,
+/// Telegram, Discord), and the widget's system notices. The widget's bot and agent replies have
+/// no outbox row: the widget reads whatever it missed from the transcript.
 #[utoipa::path(get, path = "/api/v1/deliveries", tag = "admin", params(DeliveryQuery),
     security(("admin_token" = [])),
     responses(
