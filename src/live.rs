@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use axum::extract::ws::Utf8Bytes;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
@@ -54,7 +55,8 @@ pub struct Frame {
     /// 0 for frames that are not replayed (typing).
     pub seq: u64,
     pub scope: Scope,
-    pub json: String,
+    /// The frame as sent, shared by every console socket that sends it (a clone copies nothing).
+    pub json: Utf8Bytes,
 }
 
 impl Frame {
@@ -220,7 +222,7 @@ impl Live {
         let frame = Arc::new(Frame {
             seq,
             scope,
-            json: body.to_string(),
+            json: body.to_string().into(),
         });
         ring.frames.push_back(frame.clone());
         while ring.frames.len() > RING {
@@ -251,7 +253,8 @@ impl Live {
             seq: 0,
             scope,
             json: json!({ "type": "typing", "conversation_id": conversation_id, "typing": typing })
-                .to_string(),
+                .to_string()
+                .into(),
         });
         let _ = self.tx.send(frame);
     }

@@ -2,6 +2,7 @@
 //! the gateway serves it with no Node.js at run time) and its live socket `/ws/console`
 //! (protocol in `docs/console-api.md`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -11,13 +12,17 @@ use axum::response::{Html, IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 
 use super::auth::authenticate;
 use super::error::ApiError;
 use super::AppState;
+use crate::agents::Agent;
 use crate::desk::Caller;
-use crate::live::Resume;
+use crate::live::{Frame, Live, Resume};
 
 const INDEX: &str = include_str!("../../web-console/dist/index.html");
 const SCRIPT: &str = include_str!("../../web-console/dist/console.js");
@@ -113,13 +118,68 @@ enum ClientFrame {
     Ping,
 }
 
-async fn send(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    text: String,
+/// Most feed frames written to a console socket before it is flushed.
+const MAX_FRAMES_PER_WRITE: usize = 256;
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
+async fn send(sink: &mut Sink, text: impl Into<Utf8Bytes>) -> bool {
+    sink.send(Message::Text(text.into())).await.is_ok()
+}
+
+/// Writes `first` and the feed frames already waiting behind it (up to
+/// [`MAX_FRAMES_PER_WRITE`]), then flushes once: a busy gateway publishes frames in bursts, and
+/// one write per burst instead of one per frame saves a system call per frame and socket.
+/// False when the console is gone (or the feed closed).
+async fn send_burst(
+    sink: &mut Sink,
+    rx: &mut broadcast::Receiver<Arc<Frame>>,
+    first: Result<Arc<Frame>, RecvError>,
+    agent: Option<&Agent>,
+    last_sent: &mut u64,
+    live: &Live,
 ) -> bool {
-    sink.send(Message::Text(Utf8Bytes::from(text)))
-        .await
-        .is_ok()
+    let mut next = Some(first);
+    let mut fed = 0;
+    while let Some(frame) = next.take() {
+        let text = match frame {
+            Ok(f) if f.seq != 0 && f.seq <= *last_sent => None,
+            Ok(f) => {
+                if f.seq != 0 {
+                    *last_sent = f.seq;
+                }
+                f.visible_to(agent).then(|| f.json.clone())
+            }
+            Err(RecvError::Lagged(_)) => {
+                // Too slow to keep up: start over from the lists rather than skip frames.
+                *last_sent = live.seq();
+                Some(
+                    json!({ "type": "reset", "seq": *last_sent })
+                        .to_string()
+                        .into(),
+                )
+            }
+            Err(RecvError::Closed) => {
+                let _ = sink.flush().await;
+                return false;
+            }
+        };
+        if let Some(text) = text {
+            if sink.feed(Message::Text(text)).await.is_err() {
+                return false;
+            }
+            fed += 1;
+        }
+        if fed < MAX_FRAMES_PER_WRITE {
+            next = match rx.try_recv() {
+                Ok(f) => Some(Ok(f)),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+            };
+        }
+    }
+    fed == 0 || sink.flush().await.is_ok()
 }
 
 async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
@@ -179,26 +239,10 @@ async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
     ping.tick().await;
     loop {
         tokio::select! {
-            frame = rx.recv() => match frame {
-                Ok(f) => {
-                    if f.seq != 0 && f.seq <= last_sent {
-                        continue;
-                    }
-                    if f.seq != 0 {
-                        last_sent = f.seq;
-                    }
-                    if f.visible_to(agent.as_ref()) && !send(&mut sink, f.json.clone()).await {
-                        return;
-                    }
+            frame = rx.recv() => {
+                if !send_burst(&mut sink, &mut rx, frame, agent.as_ref(), &mut last_sent, &live).await {
+                    return;
                 }
-                Err(RecvError::Lagged(_)) => {
-                    // Too slow to keep up: start over from the lists rather than skip frames.
-                    last_sent = live.seq();
-                    if !send(&mut sink, json!({ "type": "reset", "seq": last_sent }).to_string()).await {
-                        return;
-                    }
-                }
-                Err(RecvError::Closed) => return,
             },
             incoming = stream.next() => match incoming {
                 Some(Ok(Message::Text(t))) => {
