@@ -2142,6 +2142,26 @@ mod tests {
         out
     }
 
+    /// The bot's turn on a conversation's first customer message (on `crm`), with one reply.
+    fn first_turn(conversation_id: &str, reply: &str) -> TurnOutcome {
+        TurnOutcome {
+            conversation_id: conversation_id.to_string(),
+            contact_id: String::new(),
+            channel: "crm".into(),
+            target: String::new(),
+            expected_processed_seq: 0,
+            started_status: "bot".into(),
+            rating: None,
+            message_seq: 1,
+            message_annotations: serde_json::json!({}),
+            language: None,
+            status_change: None,
+            unanswered: None,
+            replies: vec![NewMessage::text(Author::Bot, reply)],
+            channel_replays_from_store: false,
+        }
+    }
+
     fn inbound(contact: &str, id: &str) -> InboundMessage {
         InboundMessage {
             channel: "crm".into(),
@@ -2323,20 +2343,8 @@ mod tests {
                     .expect("notice");
                 turns.push(TurnJob {
                     turn: TurnOutcome {
-                        conversation_id: c.id.clone(),
-                        contact_id: c.contact_id.clone(),
-                        channel: "crm".into(),
-                        target: contact.into(),
-                        expected_processed_seq: 0,
-                        started_status: "bot".into(),
-                        rating: None,
-                        message_seq: 1,
-                        message_annotations: serde_json::json!({}),
-                        language: None,
-                        status_change: None,
-                        unanswered: None,
-                        replies: vec![NewMessage::text(Author::Bot, "the answer")],
                         channel_replays_from_store: replays,
+                        ..first_turn(&c.id, "the answer")
                     },
                     lease_until: now_ms() + 60_000,
                     reply: oneshot::channel().0,
@@ -2434,22 +2442,7 @@ mod tests {
             }
             // A turn handled ann's first message, and its reply is not a customer message.
             let turn = TurnJob {
-                turn: TurnOutcome {
-                    conversation_id: ann.clone(),
-                    contact_id: String::new(),
-                    channel: "crm".into(),
-                    target: String::new(),
-                    expected_processed_seq: 0,
-                    started_status: "bot".into(),
-                    rating: None,
-                    message_seq: 1,
-                    message_annotations: serde_json::json!({}),
-                    language: None,
-                    status_change: None,
-                    unanswered: None,
-                    replies: vec![NewMessage::text(Author::Bot, "a bot reply")],
-                    channel_replays_from_store: false,
-                },
+                turn: first_turn(&ann, "a bot reply"),
                 lease_until: 0,
                 reply: oneshot::channel().0,
             };
