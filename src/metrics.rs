@@ -49,7 +49,8 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     );
     metrics::describe_counter!(
         DELIVERY_FAILURES,
-        "Failed delivery attempts, per channel and outcome"
+        "Failed delivery attempts, per channel and outcome (retry, dead; transcript: a message \
+         without an outbox row that could not be published, left to the client's replay)"
     );
     metrics::describe_histogram!(
         PIPELINE_SECONDS,
