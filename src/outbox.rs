@@ -3,9 +3,8 @@
 //! Every outbound message to a channel that pushes to another system (webhook, Telegram,
 //! Discord) is an outbox row written in the same transaction as the message, so a crash never
 //! loses a reply: the worker picks up whatever is due after a restart. (A channel whose clients
-//! read what they missed from the transcript, the web chat, needs no row for the bot's and
-//! agents' replies: they are published once after the commit; see `Channel::replays_from_store`.) Each attempt
-//! claims its row with a lease (a conditional update), so several gateway processes sharing one
+//! read what they missed from the transcript, the web chat, needs no rows: its messages are
+//! published once after the commit; see `Channel::replays_from_store`.) Each attempt claims its row with a lease (a conditional update), so several gateway processes sharing one
 //! PostgreSQL never send the same attempt twice; a process that dies mid-attempt leaves the row to
 //! be retried when the lease runs out (at-least-once, with a stable `delivery_id` to de-duplicate
 //! on). Failures back off exponentially with jitter until `max_attempts`, then the row is dead:
@@ -163,21 +162,26 @@ impl Outbox {
     /// Publishes a message that has no outbox row. A failure loses nothing (the message is in
     /// the transcript, where the customer's client reads it on reconnect); it is logged.
     async fn publish(&self, delivery: &Delivery) {
-        let channel = delivery.channel.clone();
-        let result = match self.channels.get(&channel) {
+        if let Err(e) = self.send_through_channel(delivery).await {
+            metrics::counter!(m::DELIVERY_FAILURES, "channel" => delivery.channel.clone(), "outcome" => "transcript")
+                .increment(1);
+            tracing::warn!(conversation = %delivery.conversation_id, seq = delivery.seq, error = %e, "could not publish a message; the customer's client reads it from the transcript");
+        }
+    }
+
+    /// Hands one message to its channel, counted as sent when the channel takes it.
+    async fn send_through_channel(&self, delivery: &Delivery) -> Result<(), DeliveryError> {
+        let result = match self.channels.get(&delivery.channel) {
             Some(ch) => ch.deliver(&delivery.outbound()).await,
             None => Err(DeliveryError::Permanent(format!(
-                "channel '{channel}' is not configured on this gateway"
+                "channel '{}' is not configured on this gateway",
+                delivery.channel
             ))),
         };
-        match result {
-            Ok(()) => metrics::counter!(m::MESSAGES_OUT, "channel" => channel).increment(1),
-            Err(e) => {
-                metrics::counter!(m::DELIVERY_FAILURES, "channel" => channel, "outcome" => "transcript")
-                    .increment(1);
-                tracing::warn!(conversation = %delivery.conversation_id, seq = delivery.seq, error = %e, "could not publish a message; the customer's client reads it from the transcript");
-            }
+        if result.is_ok() {
+            metrics::counter!(m::MESSAGES_OUT, "channel" => delivery.channel.clone()).increment(1);
         }
+        result
     }
 
     /// Hands reserved deliveries to the worker, due now.
@@ -329,17 +333,10 @@ impl Outbox {
     /// retried later, or dead. True when it was delivered.
     async fn attempt_once(&self, delivery: &Delivery) -> bool {
         let attempt = delivery.attempts;
-        let result = match self.channels.get(&delivery.channel) {
-            Some(ch) => ch.deliver(&delivery.outbound()).await,
-            None => Err(DeliveryError::Permanent(format!(
-                "channel '{}' is not configured on this gateway",
-                delivery.channel
-            ))),
-        };
+        let result = self.send_through_channel(delivery).await;
         let channel = delivery.channel.clone();
         let recorded = match result {
             Ok(()) => {
-                metrics::counter!(m::MESSAGES_OUT, "channel" => channel).increment(1);
                 // Marked with others in one statement; until then the lease keeps it reserved.
                 let _ = self.delivered.send(delivery.id.clone());
                 return true;
