@@ -43,8 +43,20 @@ impl Status {
 
     /// A person owns the conversation: the bot must not post to it.
     pub fn human_owned(self) -> bool {
-        matches!(self, Status::Queued | Status::Assigned)
+        HUMAN_OWNED.contains(&self)
     }
+}
+
+/// The statuses in which a person owns a conversation.
+pub const HUMAN_OWNED: [Status; 2] = [Status::Queued, Status::Assigned];
+
+/// `'queued', 'assigned'`: [`HUMAN_OWNED`] as an SQL list, for statements that check ownership.
+pub fn human_owned_sql() -> String {
+    HUMAN_OWNED
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for Status {

@@ -17,7 +17,7 @@ use crate::knowledge::{self, Hit, KnowledgeBase, SearchResult};
 use crate::nlu::intent::IntentPrediction;
 use crate::nlu::language::LanguageDetector;
 use crate::nlu::{LabelScore, Nlu};
-use crate::ownership::Action;
+use crate::ownership::{Action, Status};
 use crate::store::{Conversation, NewMessage, StatusChange, TurnOutcome};
 
 /// What the policy decided to do with a message.
@@ -132,7 +132,18 @@ impl Stage for RatingStage {
 
 /// A person owns queued and assigned conversations: the bot stays silent there. A customer writing
 /// into a resolved conversation reopens it to the bot.
+///
+/// The store applies the silent half itself when a message comes into a conversation a person
+/// owns with nothing before it waiting for a turn (`Ingested::settled`): the turn would only
+/// write [`human_owner_annotations`], so no turn runs for it.
 pub struct OwnershipStage;
+
+/// A silent turn's whole record on its message: a person owned the conversation.
+pub fn human_owner_annotations() -> serde_json::Map<String, serde_json::Value> {
+    let mut record = serde_json::Map::new();
+    record.insert("owner".into(), json!("human"));
+    record
+}
 
 #[async_trait]
 impl Stage for OwnershipStage {
@@ -141,12 +152,13 @@ impl Stage for OwnershipStage {
     }
 
     async fn run(&self, turn: &mut Turn<'_>) -> anyhow::Result<()> {
-        match turn.conversation.status.as_str() {
-            "queued" | "assigned" => {
-                turn.annotations.insert("owner".into(), json!("human"));
+        let status = turn.conversation.status.parse::<Status>();
+        match status {
+            Ok(s) if s.human_owned() => {
+                turn.annotations.extend(human_owner_annotations());
                 turn.stopped = true;
             }
-            "resolved" => {
+            Ok(Status::Resolved) => {
                 let mut change =
                     StatusChange::new(Action::Reopen, "customer", "customer wrote again");
                 change.details = json!({ "seq": turn.message.seq });

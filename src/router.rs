@@ -20,7 +20,7 @@ use crate::outbox::Outbox;
 use crate::ownership::Action;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
-use crate::store::{Committed, Conversation, Store, StoreError};
+use crate::store::{Committed, Conversation, Ingested, Store, StoreError};
 
 pub struct Router {
     store: Store,
@@ -225,14 +225,17 @@ impl Gateway for Router {
                 message.channel
             )));
         }
-        let ack = self.store.ingest(&message).await?;
+        let Ingested { ack, settled } = self.store.ingest(&message).await?;
         let channel = message.channel;
         if ack.duplicate {
             metrics::counter!(m::MESSAGES_DUPLICATE, "channel" => channel).increment(1);
             tracing::info!(conversation = %ack.conversation_id, seq = ack.seq, "duplicate message acknowledged with its original seq");
         } else {
             metrics::counter!(m::MESSAGES_IN, "channel" => channel).increment(1);
-            self.schedule(&ack.conversation_id);
+            // A settled message (a person owns the conversation) was handled as it was stored.
+            if !settled {
+                self.schedule(&ack.conversation_id);
+            }
             self.live.touch(&ack.conversation_id);
         }
         Ok(ack)

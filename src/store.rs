@@ -62,6 +62,20 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// The `SET` list that numbers `added` new customer messages of a conversation: `last_seq` and
+/// `last_customer_seq` move by `added`, and `processed_seq` moves past them when a person owns
+/// the conversation and no earlier customer message waits for a bot turn (they need none, see
+/// `Ingested::settled`). SQL evaluates every `SET` expression against the row before the update.
+fn number_customer_messages_sql(added: &str) -> String {
+    format!(
+        "last_seq = last_seq + {added}, last_customer_seq = last_seq + {added}, \
+         processed_seq = CASE WHEN conversations.status IN ({}) \
+         AND conversations.processed_seq >= conversations.last_customer_seq \
+         THEN conversations.last_seq + {added} ELSE conversations.processed_seq END",
+        crate::ownership::human_owned_sql()
+    )
+}
+
 /// A statement built at run time (lists, multi-row inserts), with its parameters made cheap to bind
 /// on SQLite.
 ///
@@ -513,7 +527,21 @@ fn answer_batch<J, T>(
 /// A customer message waiting for the ingest writer.
 struct IngestJob {
     message: InboundMessage,
-    reply: oneshot::Sender<Result<Ack>>,
+    reply: oneshot::Sender<Result<Ingested>>,
+}
+
+/// A stored (or recognised) customer message.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub ack: Ack,
+    /// The message needs no bot turn, and none must run for it: a person owns the conversation
+    /// and no earlier message waits for a turn, so the store recorded the silent turn with the
+    /// message (`processed_seq` moved to it, annotated as the ownership stage would).
+    ///
+    /// Why: on a conversation an agent handles, every customer message was written twice (stored,
+    /// then marked handled by a turn that only read it) and read once between, on the relay's
+    /// busiest path.
+    pub settled: bool,
 }
 
 /// Most messages stored in one group commit.
@@ -834,7 +862,7 @@ impl Store {
 
     /// Stores a customer message once: a message already stored under the same channel and
     /// external id is answered with its original sequence number and `duplicate: true`.
-    pub async fn ingest(&self, msg: &InboundMessage) -> Result<Ack> {
+    pub async fn ingest(&self, msg: &InboundMessage) -> Result<Ingested> {
         let (reply, answer) = oneshot::channel();
         self.ingest_queue
             .send(IngestJob {
@@ -877,7 +905,7 @@ impl Store {
     ///
     /// Why: one message at a time cost three statements each, and every statement is a round trip
     /// to SQLite's connection thread; a batch of 300 spent most of its time in those hand-overs.
-    async fn ingest_batch(write: &AnyPool, jobs: &[IngestJob]) -> Result<Vec<Ack>> {
+    async fn ingest_batch(write: &AnyPool, jobs: &[IngestJob]) -> Result<Vec<Ingested>> {
         let now = now_ms();
         let mut tx = write.begin().await.map_err(db("starting a transaction"))?;
         let backend = backend_of(&tx);
@@ -886,14 +914,17 @@ impl Store {
             Self::find_duplicates_and_conversations(&mut tx, &messages).await?;
 
         // Which messages take the set-based path, and how many each conversation gets.
-        let mut acks: Vec<Option<Ack>> = vec![None; messages.len()];
+        let mut acks: Vec<Option<Ingested>> = vec![None; messages.len()];
         let mut fast: Vec<usize> = Vec::new();
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
         let mut per_conversation: HashMap<&str, i64> = HashMap::new();
         for (i, msg) in messages.iter().enumerate() {
             let first = seen.insert((msg.channel.as_str(), msg.external_message_id.as_str()));
             if let Some(ack) = &duplicates[i] {
-                acks[i] = Some(ack.clone());
+                acks[i] = Some(Ingested {
+                    ack: ack.clone(),
+                    settled: false,
+                });
             } else if let (true, Some(conversation)) = (first, &known[i]) {
                 *per_conversation
                     .entry(conversation.conversation_id.as_str())
@@ -904,15 +935,17 @@ impl Store {
 
         if !fast.is_empty() {
             // Number them: each conversation's last_seq moves by its count, and its messages take
-            // the numbers below the new last_seq, in batch order.
+            // the numbers below the new last_seq, in batch order. Those of a conversation a person
+            // owns with every earlier message handled are settled with it (`Ingested::settled`).
             let sql = format!(
-                "WITH v(id, n) AS (VALUES {}) UPDATE conversations SET last_seq = last_seq + v.n, \
+                "WITH v(id, n) AS (VALUES {}) UPDATE conversations SET {}, \
                  updated_at = ${}, last_message_at = ${} FROM v WHERE conversations.id = v.id \
-                 RETURNING conversations.id, conversations.last_seq",
+                 RETURNING conversations.id, conversations.last_seq, conversations.processed_seq",
                 (0..per_conversation.len())
                     .map(|k| format!("({})", placeholders(1 + 2 * k, 2)))
                     .collect::<Vec<_>>()
                     .join(", "),
+                number_customer_messages_sql("v.n"),
                 1 + 2 * per_conversation.len(),
                 2 + 2 * per_conversation.len(),
             );
@@ -926,35 +959,40 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db("numbering messages"))?;
-            let mut next_seq: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+            let mut next_seq: HashMap<String, (i64, bool)> = HashMap::with_capacity(rows.len());
             for r in &rows {
                 let id: String = r.try_get(0).map_err(db("numbering messages"))?;
                 let last: i64 = r.try_get(1).map_err(db("numbering messages"))?;
+                let processed: i64 = r.try_get(2).map_err(db("numbering messages"))?;
                 let n = per_conversation.get(id.as_str()).copied().unwrap_or(0);
-                next_seq.insert(id, last - n + 1);
+                next_seq.insert(id, (last - n + 1, processed == last));
             }
 
             for &i in &fast {
                 let conversation = known[i].as_ref().ok_or_else(|| {
                     StoreError::Corrupt("a batched message lost its conversation".into())
                 })?;
-                let seq = next_seq
-                    .get_mut(&conversation.conversation_id)
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "conversation {} vanished while numbering",
-                            conversation.conversation_id
-                        ))
-                    })?;
-                acks[i] = Some(Ack {
-                    conversation_id: conversation.conversation_id.clone(),
-                    contact_id: conversation.contact_id.clone(),
-                    seq: *seq,
-                    duplicate: false,
+                let (seq, settled) =
+                    next_seq
+                        .get_mut(&conversation.conversation_id)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!(
+                                "conversation {} vanished while numbering",
+                                conversation.conversation_id
+                            ))
+                        })?;
+                acks[i] = Some(Ingested {
+                    ack: Ack {
+                        conversation_id: conversation.conversation_id.clone(),
+                        contact_id: conversation.contact_id.clone(),
+                        seq: *seq,
+                        duplicate: false,
+                    },
+                    settled: *settled,
                 });
                 *seq += 1;
             }
-            let rows: Vec<(&InboundMessage, &Ack)> = fast
+            let rows: Vec<(&InboundMessage, &Ingested)> = fast
                 .iter()
                 .filter_map(|&i| acks[i].as_ref().map(|ack| (messages[i], ack)))
                 .collect();
@@ -1031,7 +1069,7 @@ impl Store {
         Ok((duplicates, known))
     }
 
-    async fn ingest_alone(write: &AnyPool, msg: &InboundMessage) -> Result<Ack> {
+    async fn ingest_alone(write: &AnyPool, msg: &InboundMessage) -> Result<Ingested> {
         let mut tx = write.begin().await.map_err(db("starting a transaction"))?;
         let ack = Self::ingest_in(&mut tx, msg, now_ms()).await?;
         tx.commit().await.map_err(db("committing a message"))?;
@@ -1043,10 +1081,13 @@ impl Store {
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         msg: &InboundMessage,
         now: i64,
-    ) -> Result<Ack> {
+    ) -> Result<Ingested> {
         let (duplicates, known) = Self::find_duplicates_and_conversations(tx, &[msg]).await?;
         if let Some(ack) = duplicates.into_iter().next().flatten() {
-            return Ok(ack);
+            return Ok(Ingested {
+                ack,
+                settled: false,
+            });
         }
         let (conversation_id, contact_id) = match known.into_iter().next().flatten() {
             Some(found) => (found.conversation_id, found.contact_id),
@@ -1063,37 +1104,44 @@ impl Store {
                 (conversation_id, contact_id)
             }
         };
-        let seq = Self::next_seq(tx, &conversation_id, now).await?;
-        let ack = Ack {
-            conversation_id,
-            contact_id,
-            seq,
-            duplicate: false,
+        let (seq, settled) = Self::next_customer_seq(tx, &conversation_id, now).await?;
+        let ingested = Ingested {
+            ack: Ack {
+                conversation_id,
+                contact_id,
+                seq,
+                duplicate: false,
+            },
+            settled,
         };
-        Self::insert_customer_messages(tx, &[(msg, &ack)], now).await?;
-        Ok(ack)
+        Self::insert_customer_messages(tx, &[(msg, &ingested)], now).await?;
+        Ok(ingested)
     }
 
-    /// Inserts customer messages, each under the conversation and seq of its ack.
+    /// Inserts customer messages, each under the conversation and seq of its ack; a settled one
+    /// with the silent turn's annotations.
     async fn insert_customer_messages(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        rows: &[(&InboundMessage, &Ack)],
+        rows: &[(&InboundMessage, &Ingested)],
         now: i64,
     ) -> Result<()> {
         let sql =
             format!(
             "INSERT INTO messages (id, conversation_id, seq, author, text, channel, external_id, \
-             metadata, created_at) VALUES {}",
+             metadata, annotations, created_at) VALUES {}",
             (0..rows.len())
                 .map(|k| {
-                    let p = 1 + 8 * k;
-                    format!("({}, 'customer', {})", placeholders(p, 3), placeholders(p + 3, 5))
+                    let p = 1 + 9 * k;
+                    format!("({}, 'customer', {})", placeholders(p, 3), placeholders(p + 3, 6))
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        let silent =
+            serde_json::Value::Object(crate::pipeline::human_owner_annotations()).to_string();
         let mut q = dynamic_query(backend_of(tx), sql);
-        for (msg, ack) in rows {
+        for (msg, ingested) in rows {
+            let ack = &ingested.ack;
             q = q
                 .bind(new_id())
                 .bind(&ack.conversation_id)
@@ -1102,10 +1150,39 @@ impl Store {
                 .bind(&msg.channel)
                 .bind(&msg.external_message_id)
                 .bind(msg.metadata.to_string())
+                .bind(if ingested.settled {
+                    silent.as_str()
+                } else {
+                    "{}"
+                })
                 .bind(now);
         }
         q.execute(&mut **tx).await.map_err(db("storing messages"))?;
         Ok(())
+    }
+
+    /// The seq of a new customer message, and whether it is settled (`Ingested::settled`).
+    async fn next_customer_seq(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        conversation_id: &str,
+        now: i64,
+    ) -> Result<(i64, bool)> {
+        let sql = format!(
+            "UPDATE conversations SET {}, updated_at = $2, last_message_at = $2 WHERE id = $1 \
+             RETURNING last_seq, processed_seq",
+            number_customer_messages_sql("1")
+        );
+        let row = dynamic_query(backend_of(tx), sql)
+            .bind(conversation_id)
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db("numbering a message"))?;
+        let last: i64 = row.try_get("last_seq").map_err(db("numbering a message"))?;
+        let processed: i64 = row
+            .try_get("processed_seq")
+            .map_err(db("numbering a message"))?;
+        Ok((last, processed == last))
     }
 
     async fn next_seq(
@@ -2182,7 +2259,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         for store in stores(dir.path()).await {
             let backend = store.backend();
-            let first = store.ingest(&inbound("ann", "a0")).await.expect("first");
+            let first = store
+                .ingest(&inbound("ann", "a0"))
+                .await
+                .expect("first")
+                .ack;
             let ann = first.conversation_id.clone();
             let batch = [
                 inbound("ann", "a1"),
@@ -2205,7 +2286,7 @@ mod tests {
                 .await
                 .expect("the batch is stored")
                 .into_iter()
-                .map(|a| (a.conversation_id, a.seq, a.duplicate))
+                .map(|a| (a.ack.conversation_id, a.ack.seq, a.ack.duplicate))
                 .collect();
             assert_eq!(acks[0], (ann.clone(), 2, false), "{backend:?}");
             assert_eq!(acks[2], (ann.clone(), 3, false), "{backend:?}");
@@ -2295,6 +2376,133 @@ mod tests {
         }
     }
 
+    /// A customer message into a conversation a person owns, with every earlier message handled,
+    /// is settled as it is stored (one by one and in a batch): `processed_seq` moves to it and it
+    /// carries the ownership stage's annotations. Not when an earlier message still waits for a
+    /// turn, and not when the bot owns the conversation.
+    #[tokio::test]
+    async fn a_message_to_a_person_owned_conversation_is_settled_as_it_is_stored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for store in stores(dir.path()).await {
+            let backend = store.backend();
+            let mut ids = HashMap::new();
+            for contact in ["dan", "eve", "fay"] {
+                let first = store
+                    .ingest(&inbound(contact, &format!("{contact}1")))
+                    .await
+                    .expect("first");
+                assert!(
+                    !first.settled,
+                    "{backend:?}: the bot owns a new conversation"
+                );
+                ids.insert(contact, first.ack.conversation_id);
+            }
+            // dan: queued, its first message handled. eve: queued with it still waiting. fay: the
+            // bot's, its first message handled.
+            for (contact, status, processed) in [
+                ("dan", "queued", 1),
+                ("eve", "queued", 0),
+                ("fay", "bot", 1),
+            ] {
+                sqlx::query(
+                    "UPDATE conversations SET status = $1, processed_seq = $2 WHERE id = $3",
+                )
+                .bind(status)
+                .bind(processed)
+                .bind(&ids[contact])
+                .execute(&store.write)
+                .await
+                .expect("set up");
+            }
+            // A message to dan from the gateway's side: it waits for no turn, so it changes nothing.
+            let dan = store
+                .conversation(&ids["dan"])
+                .await
+                .expect("read")
+                .expect("exists");
+            store
+                .post_message(
+                    &dan,
+                    &NewMessage::text(Author::System, "an agent joined"),
+                    false,
+                )
+                .await
+                .expect("notice");
+            let mut settled_alone = Vec::new();
+            for contact in ["dan", "eve", "fay"] {
+                let got = store
+                    .ingest(&inbound(contact, &format!("{contact}2")))
+                    .await
+                    .expect("ingest");
+                settled_alone.push((got.ack.seq, got.settled));
+            }
+            assert_eq!(
+                settled_alone,
+                [(3, true), (2, false), (2, false)],
+                "{backend:?}"
+            );
+
+            let batch = [
+                inbound("dan", "dan3"),
+                inbound("eve", "eve3"),
+                inbound("dan", "dan4"),
+                inbound("fay", "fay3"),
+            ];
+            let jobs: Vec<IngestJob> = batch
+                .iter()
+                .map(|m| IngestJob {
+                    message: m.clone(),
+                    reply: oneshot::channel().0,
+                })
+                .collect();
+            let settled_batch: Vec<(i64, bool)> = Store::ingest_batch(&store.write, &jobs)
+                .await
+                .expect("the batch is stored")
+                .into_iter()
+                .map(|a| (a.ack.seq, a.settled))
+                .collect();
+            assert_eq!(
+                settled_batch,
+                [(4, true), (3, false), (5, true), (3, false)],
+                "{backend:?}"
+            );
+
+            let silent = serde_json::Value::Object(crate::pipeline::human_owner_annotations());
+            for (contact, processed, last, annotated) in [
+                ("dan", 5, 5, vec![3, 4, 5]),
+                ("eve", 0, 3, vec![]),
+                ("fay", 1, 3, vec![]),
+            ] {
+                let c = store
+                    .conversation(&ids[contact])
+                    .await
+                    .expect("read")
+                    .expect("exists");
+                assert_eq!(
+                    (c.processed_seq, c.last_seq),
+                    (processed, last),
+                    "{backend:?} {contact}"
+                );
+                let transcript = store.transcript(&ids[contact]).await.expect("transcript");
+                let got: Vec<i64> = transcript
+                    .iter()
+                    .filter(|m| m.annotations == silent)
+                    .map(|m| m.message.seq)
+                    .collect();
+                assert_eq!(got, annotated, "{backend:?} {contact}");
+            }
+            let mut waiting = store
+                .conversations_with_unprocessed()
+                .await
+                .expect("unprocessed");
+            waiting.sort();
+            let mut want = vec![ids["eve"].clone(), ids["fay"].clone()];
+            want.sort();
+            assert_eq!(waiting, want, "{backend:?}");
+            store.close().await;
+        }
+    }
+
     /// What the router read before the batched reader, as the test's independent answer: the
     /// conversation, then its customer messages after `processed_seq`, at most 100.
     async fn pending_turn_one_by_one(store: &Store, id: &str) -> PendingTurn {
@@ -2330,7 +2538,8 @@ mod tests {
                 let ack = store
                     .ingest(&inbound(contact, &format!("{contact}-1")))
                     .await
-                    .expect("ingest");
+                    .expect("ingest")
+                    .ack;
                 let c = store
                     .conversation(&ack.conversation_id)
                     .await
@@ -2430,6 +2639,7 @@ mod tests {
                     .ingest(&inbound("ann", &format!("a{i}")))
                     .await
                     .expect("ann")
+                    .ack
                     .conversation_id;
             }
             let mut bob = String::new();
@@ -2438,6 +2648,7 @@ mod tests {
                     .ingest(&inbound("bob", &format!("b{i}")))
                     .await
                     .expect("bob")
+                    .ack
                     .conversation_id;
             }
             // A turn handled ann's first message, and its reply is not a customer message.
