@@ -802,7 +802,8 @@ impl Desk {
                 "the conversation is not assigned to you: take it first".into(),
             ));
         };
-        self.live.touch(id);
+        // A reply changes nothing else about the conversation.
+        self.live.messages_added(id);
         Ok(seq)
     }
 

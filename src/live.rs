@@ -4,15 +4,18 @@
 //! from a ring buffer, or a `reset` (reload the lists) when they are gone. So an agent never
 //! misses a customer's reply across a reconnect.
 //!
-//! Producers only say *which* conversation changed (`touch`); one task turns that into frames by
-//! reading the store, so the hot paths (ingest, bot turns, agent replies) never wait for it. A
-//! burst of changes is read in three statements whatever the number of conversations, and changes
-//! to one conversation collapse into one read.
+//! Producers only say *which* conversation changed (`touch`), or that it only got new messages
+//! (`messages_added`); one task turns that into frames by reading the store, so the hot paths
+//! (ingest, bot turns, agent replies) never wait for it. A burst of changes is read in three
+//! statements whatever the number of conversations, and changes to one conversation collapse into
+//! one read. New messages alone are one statement and no summary: a message frame carries what a
+//! list shows of it (the last message, its time, a customer's emotion), so the console updates the
+//! conversation's row from it.
 //!
 //! The feed is per gateway process. Several processes behind a load balancer would need a shared
 //! bus (PostgreSQL LISTEN/NOTIFY); not built yet.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -105,9 +108,19 @@ pub struct Live {
     tx: broadcast::Sender<Arc<Frame>>,
     ring: Mutex<Ring>,
     sent: Mutex<HashMap<String, Sent>>,
-    touched: mpsc::UnboundedSender<String>,
+    touched: mpsc::UnboundedSender<(String, Change)>,
     /// When the last console disconnected (ms).
     last_watched: AtomicI64,
+}
+
+/// What changed about a conversation, as its producer knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Change {
+    /// Only new messages (a customer's, or an agent's reply): nothing in its summary but what the
+    /// message frames carry.
+    Messages,
+    /// Anything: status, assignment, events, rating, annotations.
+    Any,
 }
 
 /// What a console resuming after frame `after` gets.
@@ -125,7 +138,7 @@ impl Live {
         channels: Arc<Registry>,
     ) -> (Arc<Self>, impl std::future::Future<Output = ()>) {
         let (tx, _) = broadcast::channel(4096);
-        let (touched, mut rx) = mpsc::unbounded_channel::<String>();
+        let (touched, mut rx) = mpsc::unbounded_channel::<(String, Change)>();
         let live = Arc::new(Self {
             store,
             channels,
@@ -141,14 +154,24 @@ impl Live {
         });
         let weak = Arc::downgrade(&live);
         let task = async move {
-            while let Some(mut ids) = recv_batch(&mut rx, usize::MAX).await {
+            while let Some(touches) = recv_batch(&mut rx, usize::MAX).await {
                 let Some(live) = weak.upgrade() else { return };
-                let mut seen = HashSet::new();
-                ids.retain(|id| seen.insert(id.clone()));
-                let _timer = crate::batch::BatchTimer::start("console_feed", ids.len());
-                for chunk in ids.chunks(BATCH) {
+                let (changed, messages_only) = live.sort_touches(touches);
+                let _timer = crate::batch::BatchTimer::start(
+                    "console_feed",
+                    changed.len() + messages_only.len(),
+                );
+                if live.unwatched() {
+                    continue;
+                }
+                for chunk in changed.chunks(BATCH) {
                     if let Err(e) = live.publish_conversations(chunk).await {
                         tracing::warn!(conversations = chunk.len(), error = %e, "console feed could not read conversations");
+                    }
+                }
+                for chunk in messages_only.chunks(BATCH) {
+                    if let Err(e) = live.publish_messages(chunk).await {
+                        tracing::warn!(conversations = chunk.len(), error = %e, "console feed could not read new messages");
                     }
                 }
             }
@@ -158,7 +181,53 @@ impl Live {
 
     /// The conversation changed: consoles will get its new state, messages and events.
     pub fn touch(&self, conversation_id: &str) {
-        let _ = self.touched.send(conversation_id.to_string());
+        let _ = self
+            .touched
+            .send((conversation_id.to_string(), Change::Any));
+    }
+
+    /// The conversation only got new messages: consoles will get them. Its summary is not read
+    /// again, so the caller must not have changed anything else (status, assignment, events,
+    /// another message's annotations); then it calls `touch`.
+    pub fn messages_added(&self, conversation_id: &str) {
+        let _ = self
+            .touched
+            .send((conversation_id.to_string(), Change::Messages));
+    }
+
+    /// A batch of touches as two lists, each conversation once, in the order first touched: those
+    /// to read whole, and those with only new messages. A conversation this process has not sent
+    /// yet is read whole (its first frame is its summary).
+    fn sort_touches(&self, touches: Vec<(String, Change)>) -> (Vec<String>, Vec<String>) {
+        let mut order = Vec::new();
+        let mut change: HashMap<String, Change> = HashMap::new();
+        for (id, c) in touches {
+            match change.get_mut(&id) {
+                Some(known) => *known = (*known).max(c),
+                None => {
+                    order.push(id.clone());
+                    change.insert(id, c);
+                }
+            }
+        }
+        let sent = self.sent();
+        order
+            .into_iter()
+            .partition(|id| change.get(id) == Some(&Change::Any) || !sent.contains_key(id))
+    }
+
+    /// Nobody has watched for a while (a bot-only deployment, or every agent went home): changes
+    /// are not read, and a hole is left so a console resuming from before it reloads instead. A
+    /// console that just dropped (a reconnect) still gets an exact replay.
+    fn unwatched(&self) -> bool {
+        let quiet_ms = frontdesk_channels::now_ms() - self.last_watched.load(Ordering::Relaxed);
+        if self.tx.receiver_count() == 0 && quiet_ms > UNWATCHED_MS {
+            let mut ring = self.ring();
+            ring.hole = ring.next_seq;
+            ring.next_seq += 1;
+            return true;
+        }
+        false
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
@@ -262,16 +331,6 @@ impl Live {
     /// Turns changed conversations into frames: their summaries, new messages and event counts
     /// are read once for the whole batch (the changes of a busy gateway come in bursts).
     async fn publish_conversations(&self, ids: &[String]) -> anyhow::Result<()> {
-        let quiet_ms = frontdesk_channels::now_ms() - self.last_watched.load(Ordering::Relaxed);
-        if self.tx.receiver_count() == 0 && quiet_ms > UNWATCHED_MS {
-            // Nobody has watched for a while (a bot-only deployment, or every agent went home):
-            // skip the reads, and leave a hole so a console resuming from before it reloads
-            // instead. A console that just dropped (a reconnect) still gets an exact replay.
-            let mut ring = self.ring();
-            ring.hole = ring.next_seq;
-            ring.next_seq += 1;
-            return Ok(());
-        }
         let summaries = self.store.summaries_of(ids, |c| self.kind_of(c)).await?;
         let previous: HashMap<String, Sent> = {
             let sent = self.sent();
@@ -342,6 +401,47 @@ impl Live {
                 scope,
                 json!({ "type": "conversation", "conversation": summary }),
             );
+        }
+        Ok(())
+    }
+
+    /// Turns conversations that only got new messages into message frames: one read for the
+    /// batch, seen by whoever saw the conversation's last summary.
+    ///
+    /// Why: reading each conversation's summary and event count again for every message was most
+    /// of the feed's work on the relay path, and a summary frame for each message doubled what
+    /// every console had to receive.
+    async fn publish_messages(&self, ids: &[String]) -> anyhow::Result<()> {
+        let after: Vec<(String, i64)> = {
+            let sent = self.sent();
+            ids.iter()
+                .filter_map(|id| sent.get(id).map(|s| (id.clone(), s.last_seq)))
+                .collect()
+        };
+        let mut messages = self.store.transcripts_after(&after).await?;
+        for (id, _) in after {
+            let Some(new) = messages.remove(&id) else {
+                continue;
+            };
+            let scope = {
+                let mut sent = self.sent();
+                let Some(s) = sent.get_mut(&id) else { continue };
+                if let Some(last) = new.last() {
+                    s.last_seq = s.last_seq.max(last.message.seq);
+                }
+                Scope::Conversation {
+                    team: s.team.clone(),
+                    assignee: s.assignee.clone(),
+                    previous_assignee: None,
+                    previous_team: None,
+                }
+            };
+            for m in new {
+                self.publish(
+                    scope.clone(),
+                    json!({ "type": "message", "conversation_id": id, "message": m }),
+                );
+            }
         }
         Ok(())
     }

@@ -236,7 +236,8 @@ impl Gateway for Router {
             if !settled {
                 self.schedule(&ack.conversation_id);
             }
-            self.live.touch(&ack.conversation_id);
+            // The turn, if any, touches the conversation again with what it changed.
+            self.live.messages_added(&ack.conversation_id);
         }
         Ok(ack)
     }

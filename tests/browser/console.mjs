@@ -26,6 +26,7 @@ const ANGRY = [
 const HANDOFF = /passing your conversation|member of our support team|Передаю|сотрудник|chuyển cuộc trò chuyện|转接人工/i;
 const AGENT_REPLY = "Hi, this is Anna from support. I'm sorry, let me fix this right now.";
 const AFTER_HANDBACK = 'How do I top up my mobile data?';
+const CUSTOMER_THANKS = 'Thank you, I will wait.';
 
 function usage(msg) {
   if (msg) console.error(`console.mjs: ${msg}`);
@@ -282,7 +283,20 @@ async function main() {
     check((await composer.inputValue()) === '', 'step 4: the composer was not cleared after sending');
     const delivered = await waitFor('step 4: the agent reply in the customer widget', async () =>
       (await widgetMessages(customer)).find((m) => m.author === 'agent' && m.text === AGENT_REPLY));
-    console.log(`ok 4 - the agent reply reached the widget (seq ${delivered.seq})`);
+    // The list row follows new messages from their message frames alone: the server sends no
+    // summary when only messages were added.
+    await agent.locator(tid('tab-mine')).click();
+    const preview = agent.locator(`${tid('conversation-row')}[data-id="${id}"] ${tid('row-preview')}`);
+    await waitFor('step 4: the row preview (data-testid=row-preview) showing the agent reply', async () =>
+      ((await preview.textContent()) || '').includes(AGENT_REPLY));
+    const input = customer.locator('.fd-input');
+    await input.fill(CUSTOMER_THANKS, { timeout: STEP_MS });
+    await input.press('Enter', { timeout: STEP_MS });
+    await waitFor(`step 4: the customer message ${JSON.stringify(CUSTOMER_THANKS)} acked in the widget`, async () =>
+      (await widgetMessages(customer)).find((m) => m.author === 'customer' && m.seq && m.text === CUSTOMER_THANKS));
+    await waitFor('step 4: the row preview showing the customer message written while the agent owns it', async () =>
+      ((await preview.textContent()) || '') === CUSTOMER_THANKS);
+    console.log(`ok 4 - the agent reply reached the widget (seq ${delivered.seq}); the list row shows the newest message`);
 
     // 5. Handed back to the bot, which answers the customer's next question.
     await agent.locator(tid('handback')).click();

@@ -72,6 +72,7 @@ function startConsole(agent: Agent, csrf: string): void {
   const live = new LiveSocket({
     frame(frame) {
       if (frame.type === 'conversation') store.upsert(frame.conversation);
+      if (frame.type === 'message') store.message(frame.conversation_id, frame.message);
       if (frame.type === 'agent') {
         const i = agents.findIndex((a) => a.id === frame.agent.id);
         if (i >= 0) agents[i] = frame.agent;

@@ -1,7 +1,12 @@
 // The conversations the console knows about, and which of the three lists each belongs in. Live
-// `conversation` frames carry the whole Summary, so the newest frame of a conversation is its state.
+// `conversation` frames carry the whole Summary, so the newest frame of a conversation is its state;
+// a `message` frame alone (the server sends no summary when only messages were added) moves its
+// last message, last activity and, for a customer's message, its emotion.
 
-import type { Agent, Summary } from './types';
+import type { Agent, Message, Summary } from './types';
+
+/** A change held while a REST reload runs. */
+type Held = { summary: Summary } | { conversationId: string; message: Message };
 
 export type ListView = 'waiting' | 'mine' | 'open';
 export const LIST_VIEWS: ListView[] = ['waiting', 'mine', 'open'];
@@ -11,7 +16,7 @@ export class ConversationStore {
   private readonly listeners = new Set<() => void>();
   // While a REST reload runs, frames are held here and applied on top of its answer: the answer may
   // predate them, and applying them in order afterwards leaves each conversation at its newest state.
-  private held: Summary[] | null = null;
+  private held: Held[] | null = null;
   private generation = 0;
 
   constructor(private readonly me: () => Agent) {}
@@ -40,7 +45,10 @@ export class ConversationStore {
         }
         const held = this.held ?? [];
         this.held = null;
-        for (const s of held) this.put(s);
+        for (const change of held) {
+          if ('summary' in change) this.put(change.summary);
+          else this.putMessage(change.conversationId, change.message);
+        }
         this.emit();
       }
     }
@@ -48,11 +56,20 @@ export class ConversationStore {
 
   upsert(summary: Summary): void {
     if (this.held) {
-      this.held.push(summary);
+      this.held.push({ summary });
       return;
     }
     this.put(summary);
     this.emit();
+  }
+
+  /** A new message of a conversation: its row shows it as the server's summary would. */
+  message(conversationId: string, message: Message): void {
+    if (this.held) {
+      this.held.push({ conversationId, message });
+      return;
+    }
+    if (this.putMessage(conversationId, message)) this.emit();
   }
 
   /** The conversations of one list, in the order the list shows them. */
@@ -73,6 +90,20 @@ export class ConversationStore {
   private put(summary: Summary): void {
     if (summary.status === 'resolved') this.byId.delete(summary.id);
     else this.byId.set(summary.id, summary);
+  }
+
+  /** False when nothing changed (an unknown conversation, or a message older than its last). */
+  private putMessage(conversationId: string, m: Message): boolean {
+    const s = this.byId.get(conversationId);
+    if (!s || (s.last_message && s.last_message.seq >= m.seq)) return false;
+    this.byId.set(conversationId, {
+      ...s,
+      last_message: { seq: m.seq, author: m.author, text: m.text, created_at_ms: m.created_at_ms },
+      last_message_at_ms: m.created_at_ms,
+      // As the server's summary: the emotion of the last customer message, if it has one.
+      emotion: m.author === 'customer' ? (m.annotations?.emotion ?? null) : s.emotion,
+    });
+    return true;
   }
 
   private emit(): void {
