@@ -2251,6 +2251,21 @@ mod tests {
         }
     }
 
+    /// `messages` stored by the ingest writer's batch path, as one batch (the writer itself falls
+    /// back to one by one when a batch fails, which would hide a broken batch).
+    async fn ingest_as_one_batch(store: &Store, messages: &[InboundMessage]) -> Vec<Ingested> {
+        let jobs: Vec<IngestJob> = messages
+            .iter()
+            .map(|m| IngestJob {
+                message: m.clone(),
+                reply: oneshot::channel().0,
+            })
+            .collect();
+        Store::ingest_batch(&store.write, &jobs)
+            .await
+            .expect("the batch is stored")
+    }
+
     /// The batch path itself (the writer falls back to one by one when it fails, which would hide
     /// a broken batch): known senders, a first message opening a conversation, retries of a stored
     /// message and of one earlier in the batch, all as one by one would store them.
@@ -2275,16 +2290,8 @@ mod tests {
                 inbound("cid", "c1"), // opens a conversation
                 inbound("cid", "c2"), // and writes again in the same batch
             ];
-            let jobs: Vec<IngestJob> = batch
-                .iter()
-                .map(|m| IngestJob {
-                    message: m.clone(),
-                    reply: oneshot::channel().0,
-                })
-                .collect();
-            let acks: Vec<(String, i64, bool)> = Store::ingest_batch(&store.write, &jobs)
+            let acks: Vec<(String, i64, bool)> = ingest_as_one_batch(&store, &batch)
                 .await
-                .expect("the batch is stored")
                 .into_iter()
                 .map(|a| (a.ack.conversation_id, a.ack.seq, a.ack.duplicate))
                 .collect();
@@ -2448,16 +2455,8 @@ mod tests {
                 inbound("dan", "dan4"),
                 inbound("fay", "fay3"),
             ];
-            let jobs: Vec<IngestJob> = batch
-                .iter()
-                .map(|m| IngestJob {
-                    message: m.clone(),
-                    reply: oneshot::channel().0,
-                })
-                .collect();
-            let settled_batch: Vec<(i64, bool)> = Store::ingest_batch(&store.write, &jobs)
+            let settled_batch: Vec<(i64, bool)> = ingest_as_one_batch(&store, &batch)
                 .await
-                .expect("the batch is stored")
                 .into_iter()
                 .map(|a| (a.ack.seq, a.settled))
                 .collect();
