@@ -27,7 +27,7 @@ use crate::agents::Agent;
 use crate::batch::recv_batch;
 use crate::desk;
 use crate::registry::Registry;
-use crate::store::Store;
+use crate::store::{Store, TranscriptMessage};
 
 /// Frames kept for resuming consoles.
 const RING: usize = 8192;
@@ -385,12 +385,7 @@ impl Live {
                     assignee,
                 },
             );
-            for m in messages {
-                self.publish(
-                    scope.clone(),
-                    json!({ "type": "message", "conversation_id": id, "message": m }),
-                );
-            }
+            self.publish_message_frames(&scope, &id, messages);
             for e in events {
                 self.publish(
                     scope.clone(),
@@ -436,13 +431,18 @@ impl Live {
                     previous_team: None,
                 }
             };
-            for m in new {
-                self.publish(
-                    scope.clone(),
-                    json!({ "type": "message", "conversation_id": id, "message": m }),
-                );
-            }
+            self.publish_message_frames(&scope, &id, new);
         }
         Ok(())
+    }
+
+    /// A frame for each of a conversation's new messages, in order.
+    fn publish_message_frames(&self, scope: &Scope, id: &str, messages: Vec<TranscriptMessage>) {
+        for m in messages {
+            self.publish(
+                scope.clone(),
+                json!({ "type": "message", "conversation_id": id, "message": m }),
+            );
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! Discord) is an outbox row written in the same transaction as the message, so a crash never
 //! loses a reply: the worker picks up whatever is due after a restart. (A channel whose clients
 //! read what they missed from the transcript, the web chat, needs no rows: its messages are
-//! published once after the commit; see `Channel::replays_from_store`.) Each attempt claims its row with a lease (a conditional update), so several gateway processes sharing one
+//! published once after the commit; see `Channel::replays_from_store`.) Each attempt claims its
+//! row with a lease (a conditional update), so several gateway processes sharing one
 //! PostgreSQL never send the same attempt twice; a process that dies mid-attempt leaves the row to
 //! be retried when the lease runs out (at-least-once, with a stable `delivery_id` to de-duplicate
 //! on). Failures back off exponentially with jitter until `max_attempts`, then the row is dead:

@@ -62,20 +62,6 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// The `SET` list that numbers `added` new customer messages of a conversation: `last_seq` and
-/// `last_customer_seq` move by `added`, and `processed_seq` moves past them when a person owns
-/// the conversation and no earlier customer message waits for a bot turn (they need none, see
-/// `Ingested::settled`). SQL evaluates every `SET` expression against the row before the update.
-fn number_customer_messages_sql(added: &str) -> String {
-    format!(
-        "last_seq = last_seq + {added}, last_customer_seq = last_seq + {added}, \
-         processed_seq = CASE WHEN conversations.status IN ({}) \
-         AND conversations.processed_seq >= conversations.last_customer_seq \
-         THEN conversations.last_seq + {added} ELSE conversations.processed_seq END",
-        crate::ownership::human_owned_sql()
-    )
-}
-
 /// A statement built at run time (lists, multi-row inserts), with its parameters made cheap to bind
 /// on SQLite.
 ///
@@ -908,7 +894,6 @@ impl Store {
     async fn ingest_batch(write: &AnyPool, jobs: &[IngestJob]) -> Result<Vec<Ingested>> {
         let now = now_ms();
         let mut tx = write.begin().await.map_err(db("starting a transaction"))?;
-        let backend = backend_of(&tx);
         let messages: Vec<&InboundMessage> = jobs.iter().map(|j| &j.message).collect();
         let (duplicates, known) =
             Self::find_duplicates_and_conversations(&mut tx, &messages).await?;
@@ -934,39 +919,8 @@ impl Store {
         }
 
         if !fast.is_empty() {
-            // Number them: each conversation's last_seq moves by its count, and its messages take
-            // the numbers below the new last_seq, in batch order. Those of a conversation a person
-            // owns with every earlier message handled are settled with it (`Ingested::settled`).
-            let sql = format!(
-                "WITH v(id, n) AS (VALUES {}) UPDATE conversations SET {}, \
-                 updated_at = ${}, last_message_at = ${} FROM v WHERE conversations.id = v.id \
-                 RETURNING conversations.id, conversations.last_seq, conversations.processed_seq",
-                (0..per_conversation.len())
-                    .map(|k| format!("({})", placeholders(1 + 2 * k, 2)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                number_customer_messages_sql("v.n"),
-                1 + 2 * per_conversation.len(),
-                2 + 2 * per_conversation.len(),
-            );
-            let mut q = dynamic_query(backend, sql);
-            for (id, n) in &per_conversation {
-                q = q.bind(id).bind(*n);
-            }
-            let rows = q
-                .bind(now)
-                .bind(now)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("numbering messages"))?;
-            let mut next_seq: HashMap<String, (i64, bool)> = HashMap::with_capacity(rows.len());
-            for r in &rows {
-                let id: String = r.try_get(0).map_err(db("numbering messages"))?;
-                let last: i64 = r.try_get(1).map_err(db("numbering messages"))?;
-                let processed: i64 = r.try_get(2).map_err(db("numbering messages"))?;
-                let n = per_conversation.get(id.as_str()).copied().unwrap_or(0);
-                next_seq.insert(id, (last - n + 1, processed == last));
-            }
+            let mut next_seq =
+                Self::number_customer_messages(&mut tx, &per_conversation, now).await?;
 
             for &i in &fast {
                 let conversation = known[i].as_ref().ok_or_else(|| {
@@ -1104,7 +1058,15 @@ impl Store {
                 (conversation_id, contact_id)
             }
         };
-        let (seq, settled) = Self::next_customer_seq(tx, &conversation_id, now).await?;
+        let counts = HashMap::from([(conversation_id.as_str(), 1)]);
+        let (seq, settled) = Self::number_customer_messages(tx, &counts, now)
+            .await?
+            .remove(&conversation_id)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "conversation {conversation_id} vanished while numbering"
+                ))
+            })?;
         let ingested = Ingested {
             ack: Ack {
                 conversation_id,
@@ -1161,28 +1123,53 @@ impl Store {
         Ok(())
     }
 
-    /// The seq of a new customer message, and whether it is settled (`Ingested::settled`).
-    async fn next_customer_seq(
+    /// Numbers new customer messages, `counts[conversation]` of them per conversation, in one
+    /// statement: each conversation's `last_seq` and `last_customer_seq` move by its count, and
+    /// its messages take the numbers below the new `last_seq`, in order. Returns each
+    /// conversation's first new seq, and whether its new messages are settled: a person owns it
+    /// and no earlier customer message waits for a bot turn (`Ingested::settled`), so
+    /// `processed_seq` moves past them too.
+    async fn number_customer_messages(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        conversation_id: &str,
+        counts: &HashMap<&str, i64>,
         now: i64,
-    ) -> Result<(i64, bool)> {
+    ) -> Result<HashMap<String, (i64, bool)>> {
+        // SQL evaluates every `SET` expression against the row before the update.
         let sql = format!(
-            "UPDATE conversations SET {}, updated_at = $2, last_message_at = $2 WHERE id = $1 \
-             RETURNING last_seq, processed_seq",
-            number_customer_messages_sql("1")
+            "WITH v(id, n) AS (VALUES {}) UPDATE conversations SET last_seq = last_seq + v.n, \
+             last_customer_seq = last_seq + v.n, \
+             processed_seq = CASE WHEN conversations.status IN ({}) \
+             AND conversations.processed_seq >= conversations.last_customer_seq \
+             THEN conversations.last_seq + v.n ELSE conversations.processed_seq END, \
+             updated_at = ${}, last_message_at = ${} FROM v WHERE conversations.id = v.id \
+             RETURNING conversations.id, conversations.last_seq, conversations.processed_seq",
+            (0..counts.len())
+                .map(|k| format!("({})", placeholders(1 + 2 * k, 2)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            crate::ownership::human_owned_sql(),
+            1 + 2 * counts.len(),
+            2 + 2 * counts.len(),
         );
-        let row = dynamic_query(backend_of(tx), sql)
-            .bind(conversation_id)
+        let mut q = dynamic_query(backend_of(tx), sql);
+        for (id, n) in counts {
+            q = q.bind(*id).bind(*n);
+        }
+        let rows = q
             .bind(now)
-            .fetch_one(&mut **tx)
+            .bind(now)
+            .fetch_all(&mut **tx)
             .await
-            .map_err(db("numbering a message"))?;
-        let last: i64 = row.try_get("last_seq").map_err(db("numbering a message"))?;
-        let processed: i64 = row
-            .try_get("processed_seq")
-            .map_err(db("numbering a message"))?;
-        Ok((last, processed == last))
+            .map_err(db("numbering messages"))?;
+        let mut first_seq = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let id: String = r.try_get(0).map_err(db("numbering messages"))?;
+            let last: i64 = r.try_get(1).map_err(db("numbering messages"))?;
+            let processed: i64 = r.try_get(2).map_err(db("numbering messages"))?;
+            let n = counts.get(id.as_str()).copied().unwrap_or(0);
+            first_seq.insert(id, (last - n + 1, processed == last));
+        }
+        Ok(first_seq)
     }
 
     async fn next_seq(
