@@ -153,6 +153,13 @@ pub enum View {
     All,
 }
 
+/// A conversation's events the console feed has not sent, and its count of events.
+#[derive(Debug, Default)]
+pub struct NewEvents {
+    pub events: Vec<ConversationEvent>,
+    pub total: usize,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub view: View,
@@ -345,30 +352,53 @@ impl Store {
         Ok(out)
     }
 
-    /// How many events each of these conversations has, in one read.
-    pub async fn event_counts(&self, ids: &[String]) -> Result<HashMap<String, usize>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
+    /// Each conversation's events after the first `sent` of them (None: only its newest, for a
+    /// conversation the console feed has not sent yet), oldest first, and how many it has in
+    /// all; one read for the batch.
+    ///
+    /// Why one read: after a burst of takes every conversation of a feed batch has a new event,
+    /// and reading them one statement each queued the feed behind the agents' requests on the
+    /// read connections for seconds.
+    pub async fn new_events(
+        &self,
+        sent: &[(String, Option<usize>)],
+    ) -> Result<HashMap<String, NewEvents>> {
+        let mut out: HashMap<String, NewEvents> = HashMap::new();
+        if sent.is_empty() {
+            return Ok(out);
         }
+        // `skip` -1 stands for "all but the newest".
         let sql = format!(
-            "SELECT conversation_id, COUNT(*) AS n FROM conversation_events \
-             WHERE conversation_id IN ({}) GROUP BY conversation_id",
-            placeholders(1, ids.len())
+            "WITH s(id, skip) AS (VALUES {}) \
+             SELECT conversation_id, kind, from_status, to_status, actor, reason, details, \
+             created_at, n, total FROM (SELECT e.conversation_id, e.kind, e.from_status, \
+             e.to_status, e.actor, e.reason, e.details, e.created_at, s.skip, \
+             ROW_NUMBER() OVER (PARTITION BY e.conversation_id ORDER BY e.created_at, e.id) AS n, \
+             COUNT(*) OVER (PARTITION BY e.conversation_id) AS total \
+             FROM conversation_events e JOIN s ON e.conversation_id = s.id) x \
+             WHERE n > CASE WHEN skip < 0 THEN total - 1 ELSE skip END \
+             ORDER BY conversation_id, n",
+            (0..sent.len())
+                .map(|k| format!("({})", placeholders(1 + 2 * k, 2)))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let mut q = dynamic_query(self.backend(), sql);
-        for id in ids {
-            q = q.bind(id);
+        for (id, skip) in sent {
+            let skip = skip.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+            q = q.bind(id).bind(skip);
         }
         let rows = q
             .fetch_all(&self.read)
             .await
-            .map_err(db("counting events"))?;
-        let get = |e| StoreError::Db("counting events", e);
-        let mut out = HashMap::new();
+            .map_err(db("reading new events"))?;
+        let get = |e| StoreError::Db("reading new events", e);
         for r in &rows {
             let id: String = r.try_get("conversation_id").map_err(get)?;
-            let n: i64 = r.try_get("n").map_err(get)?;
-            out.insert(id, usize::try_from(n).unwrap_or(0));
+            let total: i64 = r.try_get("total").map_err(get)?;
+            let new = out.entry(id).or_default();
+            new.events.push(Self::conversation_event(r)?);
+            new.total = usize::try_from(total).unwrap_or(0);
         }
         Ok(out)
     }

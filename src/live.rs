@@ -347,21 +347,17 @@ impl Live {
             })
             .collect();
         let mut messages = self.store.transcripts_after(&after).await?;
-        let counts = self.store.event_counts(ids).await?;
+        // Only the events not sent yet (a long conversation has many).
+        let events_sent: Vec<(String, Option<usize>)> = summaries
+            .iter()
+            .map(|s| (s.id.clone(), previous.get(&s.id).map(|p| p.events)))
+            .collect();
+        let mut new_events = self.store.new_events(&events_sent).await?;
         for (summary, (id, after_seq)) in summaries.into_iter().zip(after) {
             let previous = previous.get(&id);
-            let total = counts.get(&id).copied().unwrap_or(0);
-            // Only the events not sent yet (a long conversation has many); read rarely, since
-            // most changes are messages.
-            let (events, events_total) = match previous {
-                Some(p) if total > p.events => {
-                    let new = self.store.events_from(&id, p.events).await?;
-                    let total = p.events + new.len();
-                    (new, total)
-                }
-                Some(p) => (Vec::new(), p.events),
-                None if total > 0 => (self.store.events_from(&id, total - 1).await?, total),
-                None => (Vec::new(), 0),
+            let (events, events_total) = match new_events.remove(&id) {
+                Some(new) => (new.events, new.total),
+                None => (Vec::new(), previous.map_or(0, |p| p.events)),
             };
             let messages = messages.remove(&id).unwrap_or_default();
             let assignee = summary.assignee.as_ref().map(|a| a.id.clone());

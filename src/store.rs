@@ -1241,17 +1241,7 @@ impl Store {
     }
 
     /// A conversation's events (status changes with who and why) after its first `skip`, oldest
-    /// first.
-    pub async fn events_from(
-        &self,
-        conversation_id: &str,
-        skip: usize,
-    ) -> Result<Vec<ConversationEvent>> {
-        Self::events_from_on(&self.read, conversation_id, skip).await
-    }
-
-    /// `events_from`, read through `on` (the pool, or a transaction whose snapshot other reads
-    /// share).
+    /// first, read through `on` (the pool, or a transaction whose snapshot other reads share).
     pub(crate) async fn events_from_on<'e>(
         on: impl sqlx::Executor<'e, Database = sqlx::Any>,
         conversation_id: &str,
@@ -1268,21 +1258,22 @@ impl Store {
         .fetch_all(on)
         .await
         .map_err(db("reading events"))?;
+        rows.iter().map(Self::conversation_event).collect()
+    }
+
+    /// An event from a row with the `conversation_events` columns.
+    pub(crate) fn conversation_event(r: &AnyRow) -> Result<ConversationEvent> {
         let get = |e| StoreError::Db("reading events", e);
-        rows.iter()
-            .map(|r| {
-                let details: String = r.try_get("details").map_err(get)?;
-                Ok(ConversationEvent {
-                    kind: r.try_get("kind").map_err(get)?,
-                    from_status: r.try_get("from_status").map_err(get)?,
-                    to_status: r.try_get("to_status").map_err(get)?,
-                    actor: r.try_get("actor").map_err(get)?,
-                    reason: r.try_get("reason").map_err(get)?,
-                    details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
-                    created_at_ms: r.try_get("created_at").map_err(get)?,
-                })
-            })
-            .collect()
+        let details: String = r.try_get("details").map_err(get)?;
+        Ok(ConversationEvent {
+            kind: r.try_get("kind").map_err(get)?,
+            from_status: r.try_get("from_status").map_err(get)?,
+            to_status: r.try_get("to_status").map_err(get)?,
+            actor: r.try_get("actor").map_err(get)?,
+            reason: r.try_get("reason").map_err(get)?,
+            details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+            created_at_ms: r.try_get("created_at").map_err(get)?,
+        })
     }
 
     /// Messages after `after_seq`, oldest first, at most `limit`.
@@ -2685,6 +2676,99 @@ mod tests {
                 assert_eq!(texts(&pending), texts(&want_p), "{backend:?}");
             }
             assert!(missing.expect("read").is_none(), "{backend:?}");
+            store.close().await;
+        }
+    }
+
+    /// The console feed's one read of a batch's new events gives what reading each conversation's
+    /// events after the same count gives, with the conversation's total; a conversation not sent
+    /// yet gets its newest event only.
+    #[tokio::test]
+    async fn new_events_read_in_a_batch_match_the_reads_one_by_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for store in stores(dir.path()).await {
+            let backend = store.backend();
+            let mut ids = Vec::new();
+            for contact in ["ann", "bob", "cy"] {
+                let ack = store
+                    .ingest(&inbound(contact, &format!("{contact}-1")))
+                    .await
+                    .expect("ingest")
+                    .ack;
+                ids.push(ack.conversation_id);
+            }
+            let (ann, bob, cy) = (&ids[0], &ids[1], &ids[2]);
+            // ann: handed off, assigned, resolved; bob: handed off; cy: no events.
+            let assign = StatusChange {
+                assignee: Some("agent-1".into()),
+                ..StatusChange::new(Action::Assign, "queue", "ann-2")
+            };
+            for (id, change) in [
+                (ann, StatusChange::new(Action::HandOff, "bot", "ann-1")),
+                (ann, assign),
+                (ann, StatusChange::new(Action::Resolve, "agent", "ann-3")),
+                (bob, StatusChange::new(Action::HandOff, "bot", "bob-1")),
+            ] {
+                store.apply_change(id, &change).await.expect("change");
+            }
+
+            let reasons = |events: &[ConversationEvent]| -> Vec<String> {
+                events.iter().map(|e| e.reason.clone()).collect()
+            };
+            let new = store
+                .new_events(&[
+                    (ann.clone(), Some(1)),
+                    (bob.clone(), None),
+                    (cy.clone(), None),
+                ])
+                .await
+                .expect("batch read");
+            assert_eq!(reasons(&new[ann].events), ["ann-2", "ann-3"], "{backend:?}");
+            assert_eq!(new[ann].total, 3, "{backend:?}");
+            assert_eq!(reasons(&new[bob].events), ["bob-1"], "{backend:?}");
+            assert_eq!(new[bob].total, 1, "{backend:?}");
+            assert!(!new.contains_key(cy), "{backend:?}");
+            let one_by_one = Store::events_from_on(&store.read, ann, 1)
+                .await
+                .expect("one by one");
+            assert_eq!(reasons(&new[ann].events), reasons(&one_by_one));
+            let a = &new[ann].events[0];
+            let b = &one_by_one[0];
+            assert_eq!(
+                (
+                    &a.kind,
+                    &a.from_status,
+                    &a.to_status,
+                    &a.actor,
+                    a.created_at_ms
+                ),
+                (
+                    &b.kind,
+                    &b.from_status,
+                    &b.to_status,
+                    &b.actor,
+                    b.created_at_ms
+                ),
+                "{backend:?}"
+            );
+
+            // Sent up to date (and a conversation unknown to the store): nothing.
+            let none = store
+                .new_events(&[
+                    (ann.clone(), Some(3)),
+                    (bob.clone(), Some(1)),
+                    ("missing".into(), None),
+                ])
+                .await
+                .expect("batch read");
+            assert!(none.is_empty(), "{backend:?}: {none:?}");
+            // A conversation not sent yet: only its newest event, with the total.
+            let newest = store
+                .new_events(&[(ann.clone(), None)])
+                .await
+                .expect("batch read");
+            assert_eq!(reasons(&newest[ann].events), ["ann-3"], "{backend:?}");
+            assert_eq!(newest[ann].total, 3, "{backend:?}");
             store.close().await;
         }
     }
