@@ -328,11 +328,13 @@ impl Store {
         Ok(token)
     }
 
-    /// The agent a session token belongs to, unless it expired.
-    pub async fn session_agent(&self, token: &str) -> Result<Option<Agent>> {
-        // One read, not two: every API request of an agent passes here.
+    /// The agent a session token belongs to and when the session expires (ms), unless it
+    /// expired. Requests check sessions through [`crate::sessions::Sessions`].
+    pub async fn session_agent(&self, token: &str) -> Result<Option<(Agent, i64)>> {
+        // One read, not two.
         let sql = format!(
-            "SELECT {AGENT_COLUMNS} FROM agent_sessions s JOIN agents a ON a.id = s.agent_id \
+            "SELECT {AGENT_COLUMNS}, s.expires_at FROM agent_sessions s \
+             JOIN agents a ON a.id = s.agent_id \
              WHERE s.token_hash = $1 AND s.expires_at > $2"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -341,7 +343,9 @@ impl Store {
             .fetch_optional(&self.read)
             .await
             .map_err(db("reading a session"))?;
-        row.as_ref().map(agent_from_row).transpose()
+        let Some(row) = row else { return Ok(None) };
+        let expires_at: i64 = row.try_get("expires_at").map_err(db("reading a session"))?;
+        Ok(Some((agent_from_row(&row)?, expires_at)))
     }
 
     pub async fn delete_session(&self, token: &str) -> Result<()> {

@@ -163,6 +163,7 @@ impl App {
             logins: Arc::new(crate::http::auth::LoginLimiter::new(
                 state_logins_per_minute,
             )),
+            sessions: Arc::default(),
         };
         Ok(App {
             state,

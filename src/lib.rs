@@ -30,5 +30,6 @@ pub mod queue;
 pub mod registry;
 pub mod replies;
 pub mod router;
+pub mod sessions;
 pub mod store;
 pub mod vectors;

@@ -87,8 +87,8 @@ pub async fn authenticate(
             return Ok((Caller { agent: None }, None));
         }
         let agent = state
-            .store
-            .session_agent(token)
+            .sessions
+            .agent(&state.store, token)
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .ok_or_else(|| unauthenticated("the token is unknown or expired: log in again"))?;
@@ -97,8 +97,8 @@ pub async fn authenticate(
     let token = cookie_token(headers)
         .ok_or_else(|| unauthenticated("log in first (no session cookie or bearer token)"))?;
     let agent = state
-        .store
-        .session_agent(&token)
+        .sessions
+        .agent(&state.store, &token)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .ok_or_else(|| unauthenticated("the session expired: log in again"))?;
@@ -216,6 +216,8 @@ pub async fn logout(
             .delete_session(&token)
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        // After the delete: a request checking it meanwhile finds it gone from now on.
+        state.sessions.forget(&token);
     }
     if let Some(agent) = &caller.agent {
         state
@@ -239,8 +241,20 @@ pub async fn me(
     headers: HeaderMap,
 ) -> Result<Json<Me>, ApiError> {
     let (caller, token) = authenticate(&state, &method, &headers, None).await?;
+    // Read again: the session's copy may be a moment old, and status and load change often.
+    let agent = match caller.agent {
+        Some(a) => Some(
+            state
+                .store
+                .agent(&a.id)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .ok_or_else(|| unauthenticated("the agent no longer exists"))?,
+        ),
+        None => None,
+    };
     Ok(Json(Me {
-        agent: caller.agent,
+        agent,
         csrf_token: token.as_deref().map(csrf_token),
     }))
 }

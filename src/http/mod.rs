@@ -45,6 +45,7 @@ pub struct AppState {
     pub desk: Arc<crate::desk::Desk>,
     pub live: Arc<crate::live::Live>,
     pub logins: Arc<auth::LoginLimiter>,
+    pub sessions: Arc<crate::sessions::Sessions>,
 }
 
 #[derive(OpenApi)]
