@@ -216,7 +216,8 @@ pub async fn logout(
             .delete_session(&token)
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        // After the delete: a request checking it meanwhile finds it gone from now on.
+        // After the delete, so a check from now on reads the store and finds it gone. (One
+        // that read it just before the delete may still trust it for `sessions::TRUST_MS`.)
         state.sessions.forget(&token);
     }
     if let Some(agent) = &caller.agent {
