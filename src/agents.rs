@@ -328,9 +328,10 @@ impl Store {
         Ok(token)
     }
 
-    /// The agent a session token belongs to and when the session expires (ms), unless it
-    /// expired. Requests check sessions through [`crate::sessions::Sessions`].
-    pub async fn session_agent(&self, token: &str) -> Result<Option<(Agent, i64)>> {
+    /// The agent a session belongs to, by the hash of its token (`token_hash`), and when the
+    /// session expires (ms), unless it expired. Requests check sessions through
+    /// [`crate::sessions::Sessions`], which has hashed the token already.
+    pub async fn session_agent(&self, hash: &str) -> Result<Option<(Agent, i64)>> {
         // One read, not two.
         let sql = format!(
             "SELECT {AGENT_COLUMNS}, s.expires_at FROM agent_sessions s \
@@ -338,7 +339,7 @@ impl Store {
              WHERE s.token_hash = $1 AND s.expires_at > $2"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(token_hash(token))
+            .bind(hash)
             .bind(now_ms())
             .fetch_optional(&self.read)
             .await

@@ -24,9 +24,9 @@ use crate::ownership::{Action, Status};
 use crate::replies::Replies;
 use crate::router::Router;
 use crate::store::{
-    db, dynamic_query, messages_after_terms, placeholders, Backend, ChangeError, Conversation,
-    ConversationEvent, Delivery, Direct, NewMessage, Result, StatusChange, Store, StoreError,
-    TranscriptMessage,
+    db, dynamic_query, messages_after_terms, placeholders, value_rows, Backend, ChangeError,
+    Conversation, ConversationEvent, Delivery, Direct, NewMessage, Result, StatusChange, Store,
+    StoreError, TranscriptMessage,
 };
 
 /// Whether an agent may see a conversation: its own, or one for a team it belongs to. Admins see
@@ -378,10 +378,7 @@ impl Store {
              FROM conversation_events e JOIN s ON e.conversation_id = s.id) x \
              WHERE n > CASE WHEN skip < 0 THEN total - 1 ELSE skip END \
              ORDER BY conversation_id, n",
-            (0..sent.len())
-                .map(|k| format!("({})", placeholders(1 + 2 * k, 2)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            value_rows(sent.len(), 2)
         );
         let mut q = dynamic_query(self.backend(), sql);
         for (id, skip) in sent {

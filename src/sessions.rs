@@ -63,7 +63,7 @@ impl Sessions {
                 None => {}
             }
         }
-        let Some((agent, expires_at_ms)) = store.session_agent(token).await? else {
+        let Some((agent, expires_at_ms)) = store.session_agent(&key).await? else {
             return Ok(None);
         };
         self.checked().put(

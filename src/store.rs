@@ -62,6 +62,15 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `($1, ..., $columns), ($columns+1, ...), ...`: `rows` rows of numbered placeholders, for a
+/// `VALUES` list (multi-row inserts, and the `WITH v(...) AS (VALUES ...)` of batched updates).
+pub(crate) fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|i| format!("({})", placeholders(1 + i * columns, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A statement built at run time (lists, multi-row inserts), with its parameters made cheap to bind
 /// on SQLite.
 ///
@@ -986,10 +995,7 @@ impl Store {
              FROM q JOIN contact_identities i \
              ON i.channel = q.channel AND i.external_id = q.contact_external_id \
              JOIN conversations c ON c.contact_id = i.contact_id AND c.channel = i.channel",
-            (0..messages.len())
-                .map(|k| format!("({})", placeholders(1 + 4 * k, 4)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            value_rows(messages.len(), 4)
         );
         let mut q = dynamic_query(backend_of(tx), sql);
         for (i, msg) in messages.iter().enumerate() {
@@ -1148,10 +1154,7 @@ impl Store {
              THEN conversations.last_seq + v.n ELSE conversations.processed_seq END, \
              updated_at = ${}, last_message_at = ${} FROM v WHERE conversations.id = v.id \
              RETURNING conversations.id, conversations.last_seq, conversations.processed_seq",
-            (0..counts.len())
-                .map(|k| format!("({})", placeholders(1 + 2 * k, 2)))
-                .collect::<Vec<_>>()
-                .join(", "),
+            value_rows(counts.len(), 2),
             crate::ownership::human_owned_sql(),
             1 + 2 * counts.len(),
             2 + 2 * counts.len(),
@@ -1550,10 +1553,7 @@ impl Store {
              unanswered = COALESCE(v.unanswered, conversations.unanswered) \
              FROM v WHERE conversations.id = v.id AND conversations.processed_seq = v.expected \
              RETURNING conversations.id",
-            (0..quiet.len())
-                .map(|k| format!("({})", placeholders(1 + 5 * k, 5)))
-                .collect::<Vec<_>>()
-                .join(", "),
+            value_rows(quiet.len(), 5),
             1 + 5 * quiet.len()
         );
         let mut q = dynamic_query(backend, sql);
@@ -1588,10 +1588,7 @@ impl Store {
                 "WITH v(id, seq, annotations) AS (VALUES {}) UPDATE messages \
                  SET annotations = v.annotations FROM v \
                  WHERE messages.conversation_id = v.id AND messages.seq = v.seq",
-                (0..annotate.len())
-                    .map(|k| format!("({})", placeholders(1 + 3 * k, 3)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                value_rows(annotate.len(), 3)
             );
             let mut q = dynamic_query(backend, sql);
             for t in &annotate {
@@ -1744,16 +1741,10 @@ impl Store {
     ) -> Result<()> {
         const MESSAGE_COLUMNS: usize = 10;
         const OUTBOX_COLUMNS: usize = 11;
-        let values = |count: usize, columns: usize| {
-            (0..count)
-                .map(|i| format!("({})", placeholders(1 + i * columns, columns)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let sql = format!(
             "INSERT INTO messages (id, conversation_id, seq, author, text, channel, annotations, \
              quick_replies, created_at, metadata) VALUES {}",
-            values(rows.len(), MESSAGE_COLUMNS)
+            value_rows(rows.len(), MESSAGE_COLUMNS)
         );
         let backend = backend_of(tx);
         let mut q = dynamic_query(backend, sql);
@@ -1783,7 +1774,7 @@ impl Store {
         let sql = format!(
             "INSERT INTO outbox (id, message_id, conversation_id, seq, channel, target, status, \
              attempts, next_attempt_at, created_at, updated_at) VALUES {}",
-            values(queued.len(), OUTBOX_COLUMNS)
+            value_rows(queued.len(), OUTBOX_COLUMNS)
         );
         let mut q = dynamic_query(backend, sql);
         for d in queued {
@@ -2776,6 +2767,13 @@ mod tests {
             assert_eq!(newest[ann].total, 3, "{backend:?}");
             store.close().await;
         }
+    }
+
+    #[test]
+    fn value_rows_number_their_placeholders_row_after_row() {
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(value_rows(1, 1), "($1)");
+        assert_eq!(value_rows(0, 4), "");
     }
 
     #[test]
