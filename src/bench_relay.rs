@@ -2,8 +2,9 @@
 //! with no understanding on it. A gateway runs in this process on a temporary data directory (or
 //! the PostgreSQL given); `--conversations` widget customers each get their conversation taken by
 //! one of `--agents` logged-in agents. Then, per conversation in a closed loop:
-//! - agent → customer: `POST /api/v1/conversations/{id}/messages` until the customer's widget
-//!   socket shows the message (store, outbox, delivery to the socket);
+//! - agent → customer: a reply frame on the agent's console socket, as the console sends it (or
+//!   with `--replies rest`, `POST /api/v1/conversations/{id}/messages`), until the customer's
+//!   widget socket shows the message (store, outbox, delivery to the socket);
 //! - customer → agent: a widget message until the agent's console socket shows it (ingest, the
 //!   router's ownership stage, the console feed).
 //!
@@ -58,6 +59,24 @@ pub struct RelayArgs {
     /// it uses per message is measured apart from the clients'.
     #[arg(long)]
     pub separate_process: bool,
+    /// How agents send replies: over their console socket, as the console does, or as REST
+    /// requests, as an integration does.
+    #[arg(long, value_enum, default_value_t = ReplyPath::Socket)]
+    pub replies: ReplyPath,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplyPath {
+    Socket,
+    Rest,
+}
+
+/// What an agent's console socket shows about one conversation.
+enum Routed {
+    /// A customer's message, by its text.
+    Customer(String),
+    /// The answer to a reply: stored, or refused with this message.
+    Answered(Result<(), String>),
 }
 
 const PASSWORD: &str = "bench-password-1";
@@ -84,6 +103,17 @@ struct Seen<'a> {
     conversation_id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     message: Option<SeenMessage<'a>>,
+    /// A reply's answer (`sent`): the conversation id, '/', the reply's number.
+    #[serde(default, borrow, rename = "ref")]
+    reference: Option<Cow<'a, str>>,
+}
+
+/// A refused reply (its `message` is text, not a message object as in `Seen`).
+#[derive(serde::Deserialize)]
+struct Refusal {
+    #[serde(rename = "ref")]
+    reference: String,
+    message: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -199,8 +229,9 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
         customers.push((id, agent, ws));
     }
 
-    // Each agent's console socket; frames are routed to the conversation's task.
-    let mut routes: HashMap<String, mpsc::UnboundedSender<String>> = HashMap::new();
+    // Each agent's console socket: what it shows about a conversation is routed to the
+    // conversation's task, and the tasks' reply frames go out through it.
+    let mut routes: HashMap<String, mpsc::UnboundedSender<Routed>> = HashMap::new();
     let mut inboxes = Vec::new();
     for (id, _, _) in &customers {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -208,25 +239,55 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
         inboxes.push(rx);
     }
     let routes = Arc::new(routes);
+    let mut consoles = HashMap::new();
     for token in &agents {
         let mut ws = connect(&format!("ws://{addr}/ws/console?token={token}")).await?;
         ws.send(Message::text(json!({"type":"hello","after":0}).to_string()))
             .await?;
+        let (mut sink, mut stream) = ws.split();
+        let (console, mut outgoing) = mpsc::unbounded_channel::<String>();
+        consoles.insert(token.clone(), console);
+        tokio::spawn(async move {
+            // The frames waiting go out in one write.
+            while let Some(first) = outgoing.recv().await {
+                let mut frame = Some(first);
+                while let Some(f) = frame.take() {
+                    if sink.feed(Message::text(f)).await.is_err() {
+                        return;
+                    }
+                    frame = outgoing.try_recv().ok();
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
         let routes = routes.clone();
         tokio::spawn(async move {
-            // Only customers' messages: the console also shows the agent's own replies.
-            while let Some(Ok(frame)) = ws.next().await {
+            let route = |reference: &str, answer: Result<(), String>| {
+                let id = reference.split_once('/').map_or(reference, |(id, _)| id);
+                if let Some(tx) = routes.get(id) {
+                    let _ = tx.send(Routed::Answered(answer));
+                }
+            };
+            // Customers' messages and the replies' answers: the console also shows the agent's
+            // own replies.
+            while let Some(Ok(frame)) = stream.next().await {
                 let Message::Text(t) = frame else { continue };
                 let Ok(seen) = serde_json::from_str::<Seen>(&t) else {
-                    continue;
-                };
-                let (Some(id), Some(message)) = (seen.conversation_id, seen.message) else {
-                    continue;
-                };
-                if seen.kind == "message" && message.author == "customer" {
-                    if let Some(tx) = routes.get(id.as_ref()) {
-                        let _ = tx.send(message.text.into_owned());
+                    if let Ok(refusal) = serde_json::from_str::<Refusal>(&t) {
+                        route(&refusal.reference, Err(refusal.message));
                     }
+                    continue;
+                };
+                match (seen.kind.as_ref(), seen.conversation_id, seen.message) {
+                    ("message", Some(id), Some(message)) if message.author == "customer" => {
+                        if let Some(tx) = routes.get(id.as_ref()) {
+                            let _ = tx.send(Routed::Customer(message.text.into_owned()));
+                        }
+                    }
+                    ("sent", _, _) => route(seen.reference.as_deref().unwrap_or_default(), Ok(())),
+                    _ => {}
                 }
             }
         });
@@ -238,16 +299,21 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
     let barrier = Arc::new(Barrier::new(customers.len() + 1));
     let mut tasks = Vec::new();
     let count = customers.len();
-    for (i, ((id, agent, ws), inbox)) in customers.into_iter().zip(inboxes).enumerate() {
+    for (i, ((id, token, ws), inbox)) in customers.into_iter().zip(inboxes).enumerate() {
         let barrier = barrier.clone();
-        let http = http.clone();
-        let base = base.clone();
+        let agent = AgentLink {
+            console: consoles.get(&token).context("agent's console")?.clone(),
+            token,
+            http: http.clone(),
+            base: base.clone(),
+            replies: args.replies,
+        };
         let plan = Plan {
             messages: args.messages,
             schedule: schedule(args.rate, count, i),
         };
         tasks.push(tokio::spawn(async move {
-            conversation(id, agent, ws, inbox, http, base, plan, barrier).await
+            conversation(id, agent, ws, inbox, plan, barrier).await
         }));
     }
     barrier.wait().await;
@@ -298,14 +364,18 @@ pub async fn relay(args: RelayArgs, mut config: Config) -> anyhow::Result<()> {
         "bench relay: backend {backend}, {} open conversations, {} agents, {} messages per conversation each way, {mode} ({failures} conversations failed)",
         args.conversations, args.agents, args.messages
     );
+    let how = match args.replies {
+        ReplyPath::Socket => "reply on the console socket",
+        ReplyPath::Rest => "REST reply",
+    };
     println!(
-        "  agent -> customer (REST reply until the widget socket shows it): {} messages, {:.0} messages/s; latency {}",
+        "  agent -> customer ({how} until the widget socket shows it): {} messages, {:.0} messages/s; latency {}",
         to_customer.len(),
         to_customer.len() as f64 / agent_phase.as_secs_f64().max(1e-9),
         latency_ms(&to_customer)
     );
     println!(
-        "    of which stored and queued (the REST answer, 201): {}",
+        "    of which stored and queued (its answer: `sent`, or 201): {}",
         latency_ms(&stored)
     );
     println!(
@@ -568,13 +638,58 @@ fn micros(since: Instant) -> u64 {
 /// phase) the customer's. Returns the latencies: reply stored (201), reply shown to the customer,
 /// customer message shown to the agent.
 #[allow(clippy::too_many_arguments)]
-async fn conversation(
-    id: String,
-    agent: String,
-    mut ws: Ws,
-    mut inbox: mpsc::UnboundedReceiver<String>,
+/// How a conversation's task sends its agent's replies.
+struct AgentLink {
+    token: String,
+    /// Frames for the agent's console socket.
+    console: mpsc::UnboundedSender<String>,
     http: reqwest::Client,
     base: String,
+    replies: ReplyPath,
+}
+
+impl AgentLink {
+    /// Sends the reply and waits for its answer (stored and queued for delivery).
+    async fn reply(
+        &self,
+        id: &str,
+        n: usize,
+        text: &str,
+        inbox: &mut mpsc::UnboundedReceiver<Routed>,
+    ) -> anyhow::Result<()> {
+        if self.replies == ReplyPath::Rest {
+            let resp = self
+                .http
+                .post(format!("{}/api/v1/conversations/{id}/messages", self.base))
+                .bearer_auth(&self.token)
+                .json(&Text { text })
+                .send()
+                .await?;
+            anyhow::ensure!(resp.status().as_u16() == 201, "reply: {}", resp.status());
+            return Ok(());
+        }
+        let frame = json!({ "type": "reply", "conversation_id": id, "text": text, "ref": format!("{id}/{n}") });
+        self.console
+            .send(frame.to_string())
+            .ok()
+            .context("console socket gone")?;
+        loop {
+            let routed = tokio::time::timeout(Duration::from_secs(60), inbox.recv())
+                .await
+                .context("no answer to a reply in 60 s")?
+                .context("console gone")?;
+            if let Routed::Answered(answer) = routed {
+                return answer.map_err(|m| anyhow::anyhow!("reply refused: {m}"));
+            }
+        }
+    }
+}
+
+async fn conversation(
+    id: String,
+    agent: AgentLink,
+    mut ws: Ws,
+    mut inbox: mpsc::UnboundedReceiver<Routed>,
     plan: Plan,
     barrier: Arc<Barrier>,
 ) -> anyhow::Result<Latencies> {
@@ -582,17 +697,10 @@ async fn conversation(
     let mut l = Latencies::default();
     barrier.wait().await;
     let phase = Instant::now();
-    let url = format!("{base}/api/v1/conversations/{id}/messages");
     for n in 0..messages {
         let text = format!("agent reply {n}");
         let sent = send_time(schedule, phase, n).await;
-        let resp = http
-            .post(&url)
-            .bearer_auth(&agent)
-            .json(&Text { text: &text })
-            .send()
-            .await?;
-        anyhow::ensure!(resp.status().as_u16() == 201, "reply: {}", resp.status());
+        agent.reply(&id, n, &text, &mut inbox).await?;
         l.stored.push(micros(sent));
         until_text(&mut ws, &text).await?;
         l.to_customer.push(micros(sent));
@@ -611,11 +719,11 @@ async fn conversation(
         ws.send(Message::text(serde_json::to_string(&frame)?))
             .await?;
         loop {
-            let shown = tokio::time::timeout(Duration::from_secs(60), inbox.recv())
+            let routed = tokio::time::timeout(Duration::from_secs(60), inbox.recv())
                 .await
                 .context("no console frame in 60 s")?
                 .context("console gone")?;
-            if shown == text {
+            if matches!(routed, Routed::Customer(shown) if shown == text) {
                 break;
             }
         }

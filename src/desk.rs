@@ -91,7 +91,7 @@ impl From<ChangeError> for DeskError {
     }
 }
 
-type DeskResult<T> = std::result::Result<T, DeskError>;
+pub type DeskResult<T> = std::result::Result<T, DeskError>;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct AgentRef {

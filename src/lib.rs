@@ -11,6 +11,7 @@ pub mod app;
 pub mod batch;
 pub mod bench;
 pub mod bench_relay;
+pub mod checkpoints;
 pub mod cli;
 pub mod config;
 pub mod desk;

@@ -7,6 +7,7 @@
 //! conditional updates keep several gateway processes from doing the same work twice.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use frontdesk_channels::{
@@ -16,6 +17,7 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 
 use crate::batch::{answer_batches, ask, recv_batch, Question};
+use crate::checkpoints::Checkpoints;
 use crate::ownership::{self, Action, Refused, Status};
 use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -463,6 +465,8 @@ pub struct Store {
     ingest_queue: mpsc::UnboundedSender<IngestJob>,
     turn_queue: mpsc::UnboundedSender<TurnJob>,
     pending_queue: mpsc::UnboundedSender<Question<String, PendingTurn, StoreError>>,
+    /// SQLite's background checkpoints, while any clone of the store is alive.
+    _checkpoints: Option<Arc<Checkpoints>>,
 }
 
 /// A conversation with the customer messages no bot turn has handled yet, oldest first.
@@ -546,20 +550,44 @@ const DELIVERY_COLUMNS: &str = "o.id, o.message_id, o.conversation_id, c.contact
      o.target, o.status, o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.delivered_at, \
      m.author, m.text, m.quick_replies, m.created_at AS message_created_at";
 
+/// Page cache of the writer's connection, in KiB (SQLite's default is 2 MiB).
+///
+/// Why: a group commit of a few hundred messages dirties a page or more per conversation in
+/// each of several indexes. With the default cache that was more than the cache held: SQLite
+/// spilled dirty pages to the log in the middle of the transaction and read pages back again.
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
+
+/// Page cache of each reader's connection, in KiB.
+const READER_CACHE_KIB: u32 = 16 * 1024;
+
 /// Per-connection SQLite settings: WAL so readers run beside the writer, NORMAL sync (durable
-/// across a process crash; a power cut may lose the last commits), and a busy timeout.
-fn sqlite_pragmas<'c>(
+/// across a process crash; a power cut may lose the last commits), a busy timeout, the page
+/// cache, and checkpoints left to [`Checkpoints`].
+async fn sqlite_settings(
+    conn: &mut sqlx::AnyConnection,
+    cache_kib: u32,
+) -> std::result::Result<(), sqlx::Error> {
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -{cache_kib}; {}",
+        crate::checkpoints::PRAGMAS
+    )))
+    .await
+    .map(|_| ())
+}
+
+fn sqlite_writer_settings<'c>(
     conn: &'c mut sqlx::AnyConnection,
     _meta: sqlx::pool::PoolConnectionMetadata,
 ) -> futures_util::future::BoxFuture<'c, std::result::Result<(), sqlx::Error>> {
-    Box::pin(async move {
-        conn.execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-        )
-        .await
-        .map(|_| ())
-    })
+    Box::pin(sqlite_settings(conn, WRITER_CACHE_KIB))
+}
+
+fn sqlite_reader_settings<'c>(
+    conn: &'c mut sqlx::AnyConnection,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures_util::future::BoxFuture<'c, std::result::Result<(), sqlx::Error>> {
+    Box::pin(sqlite_settings(conn, READER_CACHE_KIB))
 }
 
 impl Store {
@@ -573,6 +601,7 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
+        let mut checkpoints = None;
         let (write, read) = match backend {
             Backend::Sqlite => {
                 // No ping before each use: a SQLite connection lives in this process and cannot
@@ -582,7 +611,7 @@ impl Store {
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
                     .test_before_acquire(false)
-                    .after_connect(sqlite_pragmas)
+                    .after_connect(sqlite_writer_settings)
                     .connect(url)
                     .await
                     .map_err(db("opening the SQLite database"))?;
@@ -591,10 +620,18 @@ impl Store {
                 let read = AnyPoolOptions::new()
                     .max_connections(4)
                     .test_before_acquire(false)
-                    .after_connect(sqlite_pragmas)
+                    .after_connect(sqlite_reader_settings)
                     .connect(url)
                     .await
                     .map_err(db("opening the SQLite database"))?;
+                let checkpointer = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .test_before_acquire(false)
+                    .after_connect(sqlite_reader_settings)
+                    .connect(url)
+                    .await
+                    .map_err(db("opening the SQLite database"))?;
+                checkpoints = Some(Arc::new(Checkpoints::start(checkpointer)));
                 (write, read)
             }
             Backend::Postgres => {
@@ -634,6 +671,7 @@ impl Store {
             ingest_queue,
             turn_queue,
             pending_queue,
+            _checkpoints: checkpoints,
         })
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::{
     backends, webhook_body, AgentClient, Backend, Options, Receiver, ReceiverMode, Server, TIMEOUT,
 };
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
 const ASK_FOR_PERSON: &str = "I want to talk to a real person, not a bot";
@@ -591,6 +592,133 @@ async fn the_console_socket_streams_changes_and_resumes_without_gaps() {
     let (mut console, _) = anna.console(1_000_000).await;
     let reset = console.next().await;
     assert_eq!(reset["type"], "reset");
+}
+
+#[tokio::test]
+async fn replies_over_the_console_socket_keep_their_order_and_are_refused_as_over_rest() {
+    for backend in backends().await {
+        let server = server(&backend, None).await;
+        server.add_agent("anna@example.com", "Anna", "", 3).await;
+        let anna = server.login("anna@example.com").await;
+        let (mut console, _) = anna.console(0).await;
+        let mine = says(&server, "s1", "s1-1", ASK_FOR_PERSON).await;
+        wait_view(&server, &mine, "assigned to Anna", |v| {
+            status(v) == "assigned" && assignee(v) == anna.id()
+        })
+        .await;
+        // The bot's conversation: Anna has not taken it.
+        let bots = says(&server, "s2", "s2-1", "hello").await;
+
+        // Sent one after another without waiting: three replies to one conversation, one to a
+        // conversation Anna does not own, one too long, one without a ref.
+        let frames = [
+            json!({ "type": "reply", "conversation_id": mine, "text": "first", "ref": "r1" }),
+            json!({ "type": "reply", "conversation_id": mine, "text": "second", "ref": "r2" }),
+            json!({ "type": "reply", "conversation_id": bots, "text": "not mine", "ref": "r3" }),
+            json!({ "type": "reply", "conversation_id": mine, "text": "third", "ref": "r4" }),
+            json!({ "type": "reply", "conversation_id": mine, "text": "x".repeat(4001), "ref": "r5" }),
+            json!({ "type": "reply", "conversation_id": mine, "text": "no ref", "ref": "" }),
+        ];
+        for f in &frames {
+            console
+                .ws
+                .send(tokio_tungstenite::tungstenite::Message::text(f.to_string()))
+                .await
+                .expect("reply frame");
+        }
+        let mut answers = std::collections::HashMap::new();
+        let mut unnamed = Vec::new();
+        while answers.len() < 5 || unnamed.is_empty() {
+            let f = console.next().await;
+            match (f["type"].as_str(), f["ref"].as_str()) {
+                (Some("sent" | "error"), Some(r)) => {
+                    assert!(
+                        answers.insert(r.to_string(), f.clone()).is_none(),
+                        "one answer per reply: {f}"
+                    );
+                }
+                (Some("error"), None) => unnamed.push(f),
+                _ => {}
+            }
+        }
+        let seq = |r: &str| -> i64 {
+            let a = &answers[r];
+            assert_eq!(a["type"], "sent", "{r} stored: {a}");
+            assert_eq!(a["conversation_id"], mine.as_str());
+            a["seq"].as_i64().expect("seq")
+        };
+        assert!(
+            seq("r1") < seq("r2") && seq("r2") < seq("r4"),
+            "replies to one conversation are stored in the order sent: {answers:?}"
+        );
+        for (r, code, http) in [("r3", "conflict", 409), ("r5", "text_too_long", 413)] {
+            assert_eq!(answers[r]["type"], "error", "{r}: {}", answers[r]);
+            assert_eq!(answers[r]["code"], code, "{r}: {}", answers[r]);
+            assert_eq!(answers[r]["status"], http, "{r}: {}", answers[r]);
+        }
+        assert_eq!(unnamed[0]["code"], "bad_frame", "{}", unnamed[0]);
+
+        // Stored in that order, with the sequence numbers the answers gave; nothing refused is.
+        let v = wait_view(&server, &mine, "the three replies stored", |v| {
+            messages(v, "agent").len() == 3
+        })
+        .await;
+        let agent: Vec<(&str, i64)> = messages(&v, "agent")
+            .iter()
+            .map(|m| {
+                (
+                    m["text"].as_str().unwrap_or(""),
+                    m["seq"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            agent,
+            vec![
+                ("first", seq("r1")),
+                ("second", seq("r2")),
+                ("third", seq("r4"))
+            ]
+        );
+        let v = server
+            .admin_get(&format!("/api/v1/conversations/{bots}"))
+            .await;
+        assert!(
+            !has_text(&v, "agent", "not mine"),
+            "a refused reply is not stored"
+        );
+
+        // After a logout the socket takes no more replies: it says why and closes.
+        let (code, _) = anna.post("/api/v1/auth/logout", json!({})).await;
+        assert_eq!(code, 204);
+        let late =
+            json!({ "type": "reply", "conversation_id": mine, "text": "too late", "ref": "r6" });
+        console
+            .ws
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                late.to_string(),
+            ))
+            .await
+            .expect("late reply frame");
+        let (refused, _) = console.until(|f| f["ref"] == "r6").await;
+        assert_eq!(refused["code"], "unauthenticated", "{refused}");
+        let closed = tokio::time::timeout(TIMEOUT, async {
+            loop {
+                match console.ws.next().await {
+                    None
+                    | Some(Err(_))
+                    | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the socket closes after the session ended");
+        let v = server
+            .admin_get(&format!("/api/v1/conversations/{mine}"))
+            .await;
+        assert!(!has_text(&v, "agent", "too late"));
+    }
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::{Message as WsMessage, WebSocket};
+use futures_util::SinkExt;
 use governor::{clock::Clock, DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -265,8 +266,15 @@ struct Session<'a> {
 
 impl Session<'_> {
     async fn send(&mut self, frame: &ServerFrame<'_>) -> Result<(), SocketEnd> {
+        self.feed(frame).await?;
+        self.socket.flush().await?;
+        Ok(())
+    }
+
+    /// Queues a frame without writing it yet: the caller flushes (one write for several frames).
+    async fn feed(&mut self, frame: &ServerFrame<'_>) -> Result<(), SocketEnd> {
         let text = serde_json::to_string(frame).map_err(|_| SocketEnd::Protocol("encode"))?;
-        self.socket.send(WsMessage::Text(text.into())).await?;
+        self.socket.feed(WsMessage::Text(text.into())).await?;
         Ok(())
     }
 
@@ -292,8 +300,15 @@ impl Session<'_> {
         if m.seq <= self.last_sent {
             return Ok(());
         }
+        self.feed_message(m).await?;
+        self.socket.flush().await?;
+        Ok(())
+    }
+
+    /// Queues a message frame (the caller flushes) and counts it as sent.
+    async fn feed_message(&mut self, m: &StoredMessage) -> Result<(), SocketEnd> {
         let client_id = m.metadata.get("client_id").and_then(|v| v.as_str());
-        let text = serde_json::to_string(&ServerFrame::Message {
+        self.feed(&ServerFrame::Message {
             seq: m.seq,
             author: m.author,
             text: &m.text,
@@ -301,8 +316,7 @@ impl Session<'_> {
             client_id,
             quick_replies: &m.quick_replies,
         })
-        .map_err(|_| SocketEnd::Protocol("encode"))?;
-        self.socket.send(WsMessage::Text(text.into())).await?;
+        .await?;
         self.last_sent = m.seq;
         Ok(())
     }
@@ -318,9 +332,11 @@ impl Session<'_> {
             if page.is_empty() {
                 return Ok(());
             }
-            for m in &page {
-                self.send_message(m).await?;
+            let after = self.last_sent;
+            for m in page.iter().filter(|m| m.seq > after) {
+                self.feed_message(m).await?;
             }
+            self.socket.flush().await?;
         }
     }
 
@@ -548,27 +564,38 @@ impl Session<'_> {
         };
         match self.gateway.ingest(inbound).await {
             Ok(ack) => {
-                self.send(&ServerFrame::Ack {
+                let ack_frame = ServerFrame::Ack {
                     client_id,
                     seq: ack.seq,
                     duplicate: ack.duplicate,
-                })
-                .await?;
-                if !ack.duplicate {
-                    // Other tabs of the same visitor (and this one) see it in the stream too.
-                    let stored = StoredMessage {
-                        conversation_id: ack.conversation_id.clone(),
-                        seq: ack.seq,
-                        author: Author::Customer,
-                        text: inbound_text,
-                        created_at_ms: crate::now_ms(),
-                        metadata: serde_json::json!({ "client_id": client_id }),
-                        quick_replies: Vec::new(),
-                    };
-                    self.chat
-                        .hub
-                        .publish(&ack.conversation_id, LiveEvent::Message(Arc::new(stored)));
+                };
+                if ack.duplicate {
+                    return self.send(&ack_frame).await;
                 }
+                let stored = Arc::new(StoredMessage {
+                    conversation_id: ack.conversation_id.clone(),
+                    seq: ack.seq,
+                    author: Author::Customer,
+                    text: inbound_text,
+                    created_at_ms: crate::now_ms(),
+                    metadata: serde_json::json!({ "client_id": client_id }),
+                    quick_replies: Vec::new(),
+                });
+                // This socket's own copy goes out with the ack, in one write, when it is the next
+                // message this socket is due; otherwise an earlier one is still on its way, and
+                // the copy comes from the stream below, in order.
+                if ack.seq == self.last_sent + 1 {
+                    self.feed(&ack_frame).await?;
+                    self.feed_message(&stored).await?;
+                    self.socket.flush().await?;
+                } else {
+                    self.send(&ack_frame).await?;
+                }
+                // Other tabs of the same visitor see it in the stream (and this one, when it was
+                // not sent above).
+                self.chat
+                    .hub
+                    .publish(&ack.conversation_id, LiveEvent::Message(stored));
                 Ok(())
             }
             Err(e) => {

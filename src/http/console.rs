@@ -18,7 +18,9 @@ use tokio::sync::broadcast::{
 };
 
 use super::auth::authenticate;
+use super::conversations::{check_text, desk_error};
 use super::error::ApiError;
+use super::socket_replies::{Answered, Reply, SocketReplies};
 use super::AppState;
 use crate::agents::Agent;
 use crate::desk::Caller;
@@ -93,13 +95,13 @@ pub async fn socket(
             "the console socket only accepts pages from this gateway",
         ));
     }
-    let (caller, _) = authenticate(&state, &Method::GET, &headers, q.token.as_deref()).await?;
+    let (caller, token) = authenticate(&state, &Method::GET, &headers, q.token.as_deref()).await?;
     Ok(ws
         .max_message_size(64 * 1024)
         .read_buffer_size(super::SOCKET_READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let live = state.live.clone();
-            serve(state, caller, socket).await;
+            serve(state, caller, token, socket).await;
             live.console_left();
         }))
 }
@@ -115,7 +117,87 @@ enum ClientFrame {
         conversation_id: String,
         typing: bool,
     },
+    /// An agent's reply (see `socket_replies`).
+    Reply {
+        conversation_id: String,
+        text: String,
+        #[serde(rename = "ref")]
+        reference: String,
+    },
     Ping,
+}
+
+/// An `error` frame; `reference` names the reply it answers.
+fn error_frame(reference: Option<&str>, e: &ApiError) -> serde_json::Value {
+    e.record();
+    json!({ "type": "error", "ref": reference, "code": e.code, "status": e.status.as_u16(), "message": e.message })
+}
+
+/// A reply frame checked as the REST call checks it: its `ref`, its text's length, and the
+/// session (still valid, with the agent as it is now). The refusal frame otherwise, and whether
+/// the socket must close (the session ended).
+async fn check_reply(
+    state: &AppState,
+    token: Option<&str>,
+    reference: String,
+    conversation_id: String,
+    text: String,
+) -> Result<Reply, (serde_json::Value, bool)> {
+    if reference.is_empty() || reference.chars().count() > 64 {
+        let e = ApiError::bad_request("bad_frame", "a reply's ref must be 1 to 64 characters");
+        return Err((error_frame(None, &e), false));
+    }
+    if let Err(e) = check_text(&text) {
+        return Err((error_frame(Some(&reference), &e), false));
+    }
+    let agent = match token {
+        // The gateway's admin token: nothing to check again.
+        None => None,
+        Some(token) => match state.sessions.agent(&state.store, token).await {
+            Ok(Some(agent)) => Some(agent),
+            Ok(None) => {
+                let e = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "the session ended: log in again",
+                );
+                return Err((error_frame(Some(&reference), &e), true));
+            }
+            Err(e) => {
+                let e = ApiError::internal(e.to_string());
+                return Err((error_frame(Some(&reference), &e), false));
+            }
+        },
+    };
+    Ok(Reply {
+        caller: Caller { agent },
+        reference,
+        conversation_id,
+        text,
+    })
+}
+
+/// Writes the answer of `first` and of every other reply answered by now, then flushes once:
+/// the replies stored in one commit are answered in one write. False when the console is gone.
+async fn answer_replies(sink: &mut Sink, replies: &mut SocketReplies, first: Answered) -> bool {
+    let mut next = Some(first);
+    while let Some(a) = next.take() {
+        let frame = match a.result {
+            Ok(seq) => {
+                json!({ "type": "sent", "ref": a.reference, "conversation_id": a.conversation_id, "seq": seq })
+            }
+            Err(e) => error_frame(Some(&a.reference), &desk_error(e)),
+        };
+        if sink
+            .feed(Message::Text(frame.to_string().into()))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        next = replies.ready();
+    }
+    sink.flush().await.is_ok()
 }
 
 /// Most feed frames written to a console socket before it is flushed.
@@ -182,7 +264,7 @@ async fn send_burst(
     fed == 0 || sink.flush().await.is_ok()
 }
 
-async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
+async fn serve(state: AppState, caller: Caller, token: Option<String>, socket: WebSocket) {
     let live = state.live.clone();
     let (mut sink, mut stream) = socket.split();
     // The first frame says where the console left off.
@@ -237,6 +319,7 @@ async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
     };
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     ping.tick().await;
+    let mut replies = SocketReplies::new(state.desk.clone());
     loop {
         tokio::select! {
             frame = rx.recv() => {
@@ -244,7 +327,12 @@ async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
                     return;
                 }
             },
-            incoming = stream.next() => match incoming {
+            Some(answered) = replies.next(), if !replies.is_empty() => {
+                if !answer_replies(&mut sink, &mut replies, answered).await {
+                    return;
+                }
+            },
+            incoming = stream.next(), if !replies.is_full() => match incoming {
                 Some(Ok(Message::Text(t))) => {
                     let answer = match serde_json::from_str::<ClientFrame>(&t) {
                         Ok(ClientFrame::Ping) => Some(json!({ "type": "pong" })),
@@ -252,6 +340,19 @@ async fn serve(state: AppState, caller: Caller, socket: WebSocket) {
                             match state.desk.typing(&caller, &conversation_id, typing).await {
                                 Ok(()) => None,
                                 Err(e) => Some(json!({ "type": "error", "code": "typing_refused", "message": e.to_string() })),
+                            }
+                        }
+                        Ok(ClientFrame::Reply { conversation_id, text, reference }) => {
+                            match check_reply(&state, token.as_deref(), reference, conversation_id, text).await {
+                                Ok(reply) => {
+                                    replies.push(reply);
+                                    None
+                                }
+                                Err((refusal, false)) => Some(refusal),
+                                Err((refusal, true)) => {
+                                    let _ = send(&mut sink, refusal.to_string()).await;
+                                    return;
+                                }
                             }
                         }
                         Ok(ClientFrame::Hello { .. }) => None,

@@ -219,7 +219,7 @@ pub struct Posted {
 /// Longest agent reply or note, in characters (messengers cap messages at a few thousand).
 const MAX_TEXT_CHARS: usize = 4000;
 
-fn check_text(text: &str) -> Result<(), ApiError> {
+pub(crate) fn check_text(text: &str) -> Result<(), ApiError> {
     if text.chars().count() > MAX_TEXT_CHARS {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

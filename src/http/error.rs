@@ -53,14 +53,21 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// Logs the refusal and counts it (`frontdesk_rejected_total`).
+    pub fn record(&self) {
         if self.status.is_server_error() {
             tracing::error!(status = self.status.as_u16(), code = self.code, message = %self.message, "request failed");
         } else {
             tracing::warn!(status = self.status.as_u16(), code = self.code, message = %self.message, "request refused");
         }
         metrics::counter!(m::REJECTED, "code" => self.code).increment(1);
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.record();
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_string(),

@@ -10,6 +10,7 @@ mod error;
 mod handlers;
 mod kb;
 mod nlu;
+mod socket_replies;
 
 use std::sync::Arc;
 

@@ -241,8 +241,9 @@ export class ConversationView {
         const event = await api.addNote(id, text);
         if (id === this.id) this.transcript.addEvent(event);
       } else {
-        // The message itself arrives as a live frame, like everyone else's.
-        await api.sendMessage(id, text);
+        // Over the live socket when it is up, else over REST. The message itself arrives as a
+        // live frame, like everyone else's.
+        await (this.deps.live.reply(id, text) ?? api.sendMessage(id, text));
       }
     } catch (e) {
       throw new Error(describeError(e));

@@ -2,6 +2,7 @@
 // frame to the app exactly once and in order, reconnects with exponential back-off, and tells the
 // app to reload over REST when the server cannot replay what was missed (reset).
 
+import { ApiError } from './api';
 import type { Agent, SeqFrame, TypingFrame } from './types';
 
 export type LinkState = 'connecting' | 'online' | 'offline';
@@ -33,6 +34,9 @@ export class LiveSocket {
   private lastHeard = 0;
   private retryTimer: number | undefined;
   private pingTimer: number | undefined;
+  private nextRef = 0;
+  /** Replies sent over the socket and not answered yet, by their ref. */
+  private readonly replies = new Map<string, { resolve: (seq: number) => void; reject: (e: Error) => void }>();
   private readonly wakeUp = () => {
     if (!this.ws && !this.stopped) this.reconnectNow();
   };
@@ -59,6 +63,16 @@ export class LiveSocket {
     if (!this.ws || !this.welcomed || this.ws.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify(frame));
     return true;
+  }
+
+  /**
+   * Sends an agent's reply over the socket (cheaper for the gateway than a request); resolves
+   * with its seq once stored. Null when the socket is not up: the caller uses REST instead.
+   */
+  reply(conversationId: string, text: string): Promise<number> | null {
+    const ref = `r${++this.nextRef}`;
+    if (!this.send({ type: 'reply', conversation_id: conversationId, text, ref })) return null;
+    return new Promise((resolve, reject) => this.replies.set(ref, { resolve, reject }));
   }
 
   get connected(): boolean {
@@ -114,6 +128,15 @@ export class LiveSocket {
         return;
       case 'pong':
         return;
+      case 'sent':
+      case 'error': {
+        const waiting = typeof frame.ref === 'string' ? this.replies.get(frame.ref) : undefined;
+        if (!waiting) return;
+        this.replies.delete(frame.ref as string);
+        if (frame.type === 'sent') waiting.resolve(Number(frame.seq));
+        else waiting.reject(new ApiError(Number(frame.status) || 500, String(frame.code), String(frame.message)));
+        return;
+      }
       default:
         if (typeof frame.seq !== 'number') return;
         // Replays after a reconnect may repeat what was already handled. Gaps are normal: the seq
@@ -138,6 +161,11 @@ export class LiveSocket {
   /** Closes the current socket without its handlers firing. */
   private drop(): void {
     clearInterval(this.pingTimer);
+    // The gateway may or may not have stored them: say so rather than send them again.
+    for (const waiting of this.replies.values()) {
+      waiting.reject(new ApiError(0, 'network', 'The connection dropped before the reply was confirmed: check the transcript before sending it again.'));
+    }
+    this.replies.clear();
     const ws = this.ws;
     this.ws = null;
     this.welcomed = false;
