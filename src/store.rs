@@ -590,6 +590,32 @@ fn sqlite_reader_settings<'c>(
     Box::pin(sqlite_settings(conn, READER_CACHE_KIB))
 }
 
+/// A pool of `connections` to the SQLite file, each set up by `settings`.
+///
+/// No ping before each use: a SQLite connection lives in this process and cannot drop, and the
+/// ping was a round trip to the connection's thread (a thread wake-up) before every statement: in
+/// a profile, a third of a point read's cost.
+async fn sqlite_pool<F>(url: &str, connections: u32, settings: F) -> Result<AnyPool>
+where
+    F: for<'c> Fn(
+            &'c mut sqlx::AnyConnection,
+            sqlx::pool::PoolConnectionMetadata,
+        )
+            -> futures_util::future::BoxFuture<'c, std::result::Result<(), sqlx::Error>>
+        + Send
+        + Sync
+        + 'static,
+{
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .test_before_acquire(false)
+        .after_connect(settings)
+        .connect(url)
+        .await
+        .map_err(db("opening the SQLite database"))
+}
+
 impl Store {
     /// Opens the database (creating a SQLite file if needed) and applies the migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
@@ -604,33 +630,11 @@ impl Store {
         let mut checkpoints = None;
         let (write, read) = match backend {
             Backend::Sqlite => {
-                // No ping before each use: a SQLite connection lives in this process and cannot
-                // drop, and the ping was a round trip to the connection's thread (a thread
-                // wake-up) before every statement: in a profile, a third of a point read's cost.
-                let write = AnyPoolOptions::new()
-                    .max_connections(1)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .test_before_acquire(false)
-                    .after_connect(sqlite_writer_settings)
-                    .connect(url)
-                    .await
-                    .map_err(db("opening the SQLite database"))?;
+                let write = sqlite_pool(url, 1, sqlite_writer_settings).await?;
                 // Create the schema before readers open the file.
                 sqlx::migrate!("./migrations").run(&write).await?;
-                let read = AnyPoolOptions::new()
-                    .max_connections(4)
-                    .test_before_acquire(false)
-                    .after_connect(sqlite_reader_settings)
-                    .connect(url)
-                    .await
-                    .map_err(db("opening the SQLite database"))?;
-                let checkpointer = AnyPoolOptions::new()
-                    .max_connections(1)
-                    .test_before_acquire(false)
-                    .after_connect(sqlite_reader_settings)
-                    .connect(url)
-                    .await
-                    .map_err(db("opening the SQLite database"))?;
+                let read = sqlite_pool(url, 4, sqlite_reader_settings).await?;
+                let checkpointer = sqlite_pool(url, 1, sqlite_reader_settings).await?;
                 checkpoints = Some(Arc::new(Checkpoints::start(checkpointer)));
                 (write, read)
             }

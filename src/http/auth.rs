@@ -74,6 +74,21 @@ fn unauthenticated(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
 }
 
+/// The agent an agent's session token belongs to now (through the session cache); 401
+/// `unauthenticated` with `expired` when the session is unknown or over.
+pub(super) async fn session_agent(
+    state: &AppState,
+    token: &str,
+    expired: &str,
+) -> Result<Agent, ApiError> {
+    state
+        .sessions
+        .agent(&state.store, token)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| unauthenticated(expired))
+}
+
 /// Who is calling: a bearer token (an agent's session or the admin token) or the session cookie.
 /// Cookie-authenticated requests that change something must carry the CSRF header.
 pub async fn authenticate(
@@ -86,22 +101,17 @@ pub async fn authenticate(
         if is_admin_token(state, token) {
             return Ok((Caller { agent: None }, None));
         }
-        let agent = state
-            .sessions
-            .agent(&state.store, token)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .ok_or_else(|| unauthenticated("the token is unknown or expired: log in again"))?;
+        let agent = session_agent(
+            state,
+            token,
+            "the token is unknown or expired: log in again",
+        )
+        .await?;
         return Ok((Caller { agent: Some(agent) }, Some(token.to_string())));
     }
     let token = cookie_token(headers)
         .ok_or_else(|| unauthenticated("log in first (no session cookie or bearer token)"))?;
-    let agent = state
-        .sessions
-        .agent(&state.store, &token)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| unauthenticated("the session expired: log in again"))?;
+    let agent = session_agent(state, &token, "the session expired: log in again").await?;
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe {
         let given = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());

@@ -17,7 +17,7 @@ use tokio::sync::broadcast::{
     error::{RecvError, TryRecvError},
 };
 
-use super::auth::authenticate;
+use super::auth::{authenticate, session_agent};
 use super::conversations::{check_text, desk_error};
 use super::error::ApiError;
 use super::socket_replies::{Answered, Reply, SocketReplies};
@@ -153,19 +153,11 @@ async fn check_reply(
     let agent = match token {
         // The gateway's admin token: nothing to check again.
         None => None,
-        Some(token) => match state.sessions.agent(&state.store, token).await {
-            Ok(Some(agent)) => Some(agent),
-            Ok(None) => {
-                let e = ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "the session ended: log in again",
-                );
-                return Err((error_frame(Some(&reference), &e), true));
-            }
+        Some(token) => match session_agent(state, token, "the session ended: log in again").await {
+            Ok(agent) => Some(agent),
             Err(e) => {
-                let e = ApiError::internal(e.to_string());
-                return Err((error_frame(Some(&reference), &e), false));
+                let ended = e.status == StatusCode::UNAUTHORIZED;
+                return Err((error_frame(Some(&reference), &e), ended));
             }
         },
     };

@@ -51,9 +51,7 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
-}
 
-impl ApiError {
     /// Logs the refusal and counts it (`frontdesk_rejected_total`).
     pub fn record(&self) {
         if self.status.is_server_error() {
