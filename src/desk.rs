@@ -823,14 +823,15 @@ impl Desk {
         // The store's ownership check comes first: an owner may see its conversation, so on the
         // usual path nothing is read before the write. Refused, the conversation is read to say
         // why (no such conversation, another team's, or not assigned to this agent).
-        let Some(seq) = self.replies.post(id, &agent.id, message).await? else {
+        let Some(stored) = self.replies.post(id, &agent.id, message).await? else {
             self.load(caller, id).await?;
             return Err(DeskError::Conflict(
                 "the conversation is not assigned to you: take it first".into(),
             ));
         };
-        // A reply changes nothing else about the conversation.
-        self.live.messages_added(id);
+        let seq = stored.message.seq;
+        // A reply changes nothing else about the conversation, and nothing changes the reply.
+        self.live.message_stored(stored);
         Ok(seq)
     }
 

@@ -10,12 +10,14 @@
 //! statements whatever the number of conversations, and changes to one conversation collapse into
 //! one read. New messages alone are one statement and no summary: a message frame carries what a
 //! list shows of it (the last message, its time, a customer's emotion), so the console updates the
-//! conversation's row from it.
+//! conversation's row from it. A message nothing will change after it is stored (an agent's reply,
+//! a customer's message while a person owns the conversation) comes with the touch
+//! (`message_stored`) and is not read back at all, unless the feed is missing one before it.
 //!
 //! The feed is per gateway process. Several processes behind a load balancer would need a shared
 //! bus (PostgreSQL LISTEN/NOTIFY); not built yet.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -114,13 +116,32 @@ pub struct Live {
 }
 
 /// What changed about a conversation, as its producer knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug)]
 enum Change {
+    /// This new message, as stored, and nothing else: nothing will change it, so the feed sends
+    /// it as it is.
+    Stored(Box<TranscriptMessage>),
     /// Only new messages (a customer's, or an agent's reply): nothing in its summary but what the
     /// message frames carry.
     Messages,
     /// Anything: status, assignment, events, rating, annotations.
     Any,
+}
+
+/// A conversation that only got new messages, as a batch of touches says it.
+#[derive(Debug, Default)]
+struct NewMessages {
+    /// The messages that came with their touch, in seq order.
+    stored: Vec<TranscriptMessage>,
+    /// A touch came without its message: the store must be read.
+    unknown: bool,
+}
+
+/// A batch of touches sorted: conversations to read whole, and those that only got messages.
+#[derive(Debug, Default)]
+struct Sorted {
+    changed: Vec<String>,
+    messages_only: Vec<(String, NewMessages)>,
 }
 
 /// What a console resuming after frame `after` gets.
@@ -129,6 +150,43 @@ pub enum Resume {
     Replay(Vec<Arc<Frame>>),
     /// Too old (or from before a restart): reload everything, continue after `seq`.
     Reset(u64),
+}
+
+/// A batch of touches sorted, each conversation once, in the order first touched: those to read
+/// whole, and those with only new messages. A conversation this process has not sent yet is read
+/// whole (its first frame is its summary).
+fn sort_touches(touches: Vec<(String, Change)>, sent: &HashMap<String, Sent>) -> Sorted {
+    let mut order = Vec::new();
+    let mut whole: HashSet<String> = HashSet::new();
+    let mut messages: HashMap<String, NewMessages> = HashMap::new();
+    for (id, change) in touches {
+        if !whole.contains(&id) && !messages.contains_key(&id) {
+            order.push(id.clone());
+        }
+        if matches!(change, Change::Any) || !sent.contains_key(&id) {
+            messages.remove(&id);
+            whole.insert(id);
+            continue;
+        }
+        if whole.contains(&id) {
+            continue;
+        }
+        let new = messages.entry(id).or_default();
+        match change {
+            Change::Stored(m) => new.stored.push(*m),
+            Change::Messages | Change::Any => new.unknown = true,
+        }
+    }
+    let mut sorted = Sorted::default();
+    for id in order {
+        if let Some(mut new) = messages.remove(&id) {
+            new.stored.sort_by_key(|m| m.message.seq);
+            sorted.messages_only.push((id, new));
+        } else {
+            sorted.changed.push(id);
+        }
+    }
+    sorted
 }
 
 impl Live {
@@ -156,7 +214,10 @@ impl Live {
         let task = async move {
             while let Some(touches) = recv_batch(&mut rx, usize::MAX).await {
                 let Some(live) = weak.upgrade() else { return };
-                let (changed, messages_only) = live.sort_touches(touches);
+                let Sorted {
+                    changed,
+                    messages_only,
+                } = sort_touches(touches, &live.sent());
                 let _timer = crate::batch::BatchTimer::start(
                     "console_feed",
                     changed.len() + messages_only.len(),
@@ -169,7 +230,8 @@ impl Live {
                         tracing::warn!(conversations = chunk.len(), error = %e, "console feed could not read conversations");
                     }
                 }
-                for chunk in messages_only.chunks(BATCH) {
+                let to_read = live.publish_stored(messages_only);
+                for chunk in to_read.chunks(BATCH) {
                     if let Err(e) = live.publish_messages(chunk).await {
                         tracing::warn!(conversations = chunk.len(), error = %e, "console feed could not read new messages");
                     }
@@ -195,25 +257,13 @@ impl Live {
             .send((conversation_id.to_string(), Change::Messages));
     }
 
-    /// A batch of touches as two lists, each conversation once, in the order first touched: those
-    /// to read whole, and those with only new messages. A conversation this process has not sent
-    /// yet is read whole (its first frame is its summary).
-    fn sort_touches(&self, touches: Vec<(String, Change)>) -> (Vec<String>, Vec<String>) {
-        let mut order = Vec::new();
-        let mut change: HashMap<String, Change> = HashMap::new();
-        for (id, c) in touches {
-            match change.get_mut(&id) {
-                Some(known) => *known = (*known).max(c),
-                None => {
-                    order.push(id.clone());
-                    change.insert(id, c);
-                }
-            }
-        }
-        let sent = self.sent();
-        order
-            .into_iter()
-            .partition(|id| change.get(id) == Some(&Change::Any) || !sent.contains_key(id))
+    /// The conversation got this message and nothing else, and nothing will change the message
+    /// (its annotations are final): consoles get it without the feed reading it back.
+    pub fn message_stored(&self, message: TranscriptMessage) {
+        let _ = self.touched.send((
+            message.message.conversation_id.clone(),
+            Change::Stored(Box::new(message)),
+        ));
     }
 
     /// Nobody has watched for a while (a bot-only deployment, or every agent went home): changes
@@ -396,6 +446,48 @@ impl Live {
         Ok(())
     }
 
+    /// Sends the messages that came with their touches, where they follow the last one sent;
+    /// returns the conversations whose new messages must be read (a touch without its message, or
+    /// a gap: a message stored before it, whose touch comes later).
+    ///
+    /// Why: reading back each message just stored was a sixth of the gateway's work on the relay
+    /// path (`bench relay`), on the feed's task and the readers' threads.
+    fn publish_stored(&self, conversations: Vec<(String, NewMessages)>) -> Vec<String> {
+        let mut to_read = Vec::new();
+        for (id, new) in conversations {
+            let (scope, fresh) = {
+                let mut sent = self.sent();
+                let Some(s) = sent.get_mut(&id) else {
+                    continue;
+                };
+                let fresh: Vec<TranscriptMessage> = new
+                    .stored
+                    .into_iter()
+                    .filter(|m| m.message.seq > s.last_seq)
+                    .collect();
+                let follows = fresh
+                    .iter()
+                    .zip(s.last_seq + 1..)
+                    .all(|(m, seq)| m.message.seq == seq);
+                if new.unknown || !follows {
+                    to_read.push(id);
+                    continue;
+                }
+                let Some(last) = fresh.last() else { continue };
+                s.last_seq = last.message.seq;
+                let scope = Scope::Conversation {
+                    team: s.team.clone(),
+                    assignee: s.assignee.clone(),
+                    previous_assignee: None,
+                    previous_team: None,
+                };
+                (scope, fresh)
+            };
+            self.publish_message_frames(&scope, &id, fresh);
+        }
+        to_read
+    }
+
     /// Turns conversations that only got new messages into message frames: one read for the
     /// batch, seen by whoever saw the conversation's last summary.
     ///
@@ -440,5 +532,126 @@ impl Live {
                 json!({ "type": "message", "conversation_id": id, "message": m }),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frontdesk_channels::{Author, StoredMessage};
+
+    fn message(conversation_id: &str, seq: i64) -> TranscriptMessage {
+        TranscriptMessage {
+            message: StoredMessage {
+                conversation_id: conversation_id.into(),
+                seq,
+                author: Author::Agent,
+                text: format!("reply {seq}"),
+                created_at_ms: seq,
+                metadata: json!({}),
+                quick_replies: Vec::new(),
+            },
+            annotations: json!({}),
+        }
+    }
+
+    fn stored(conversation_id: &str, seq: i64) -> (String, Change) {
+        (
+            conversation_id.into(),
+            Change::Stored(Box::new(message(conversation_id, seq))),
+        )
+    }
+
+    fn seqs(new: &NewMessages) -> Vec<i64> {
+        new.stored.iter().map(|m| m.message.seq).collect()
+    }
+
+    #[test]
+    fn touches_sort_into_whole_reads_and_messages_each_conversation_once() {
+        let sent: HashMap<String, Sent> = ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|id| (id.to_string(), Sent::default()))
+            .collect();
+        let sorted = sort_touches(
+            vec![
+                stored("a", 7),
+                stored("b", 3),
+                stored("a", 6),
+                ("c".into(), Change::Messages),
+                stored("c", 9),
+                stored("d", 2),
+                ("d".into(), Change::Any),
+                stored("d", 3),
+                stored("new", 1),
+            ],
+            &sent,
+        );
+        // Anything else changed, or never sent before: read whole.
+        assert_eq!(sorted.changed, vec!["d".to_string(), "new".to_string()]);
+        let only: Vec<(&str, Vec<i64>, bool)> = sorted
+            .messages_only
+            .iter()
+            .map(|(id, new)| (id.as_str(), seqs(new), new.unknown))
+            .collect();
+        assert_eq!(
+            only,
+            vec![
+                ("a", vec![6, 7], false),
+                ("b", vec![3], false),
+                ("c", vec![9], true),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn stored_messages_are_sent_when_they_follow_the_last_one_and_read_otherwise() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("live.db").display());
+        let store = Store::open(&url, 2).await.expect("open");
+        let (live, _task) = Live::new(store, Arc::new(Registry::new(None, "webchat", 4096)));
+        let mut frames = live.subscribe();
+        live.sent().insert(
+            "a".into(),
+            Sent {
+                last_seq: 3,
+                ..Sent::default()
+            },
+        );
+        let new = |seqs: &[i64], unknown: bool| NewMessages {
+            stored: seqs.iter().map(|&s| message("a", s)).collect(),
+            unknown,
+        };
+
+        // Seq 4 is missing (its touch is still on the way): read the store instead.
+        assert_eq!(
+            live.publish_stored(vec![("a".into(), new(&[5], false))]),
+            ["a"]
+        );
+        // A touch without its message: read the store.
+        assert_eq!(
+            live.publish_stored(vec![("a".into(), new(&[4], true))]),
+            ["a"]
+        );
+        assert!(frames.try_recv().is_err(), "nothing sent on a read");
+        assert_eq!(live.sent()["a"].last_seq, 3);
+
+        // 4 and 5 follow 3: sent as they are, in order, and not read.
+        assert!(live
+            .publish_stored(vec![("a".into(), new(&[4, 5], false))])
+            .is_empty());
+        for seq in [4, 5] {
+            let frame = frames.try_recv().expect("a message frame");
+            let body: serde_json::Value = serde_json::from_str(frame.json.as_str()).expect("json");
+            assert_eq!(body["type"], "message");
+            assert_eq!(body["message"]["seq"], seq);
+            assert_eq!(body["message"]["text"], format!("reply {seq}"));
+        }
+        assert_eq!(live.sent()["a"].last_seq, 5);
+
+        // Already sent (the read got there first): dropped.
+        assert!(live
+            .publish_stored(vec![("a".into(), new(&[5], false))])
+            .is_empty());
+        assert!(frames.try_recv().is_err(), "nothing sent twice");
     }
 }

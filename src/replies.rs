@@ -34,7 +34,7 @@ use crate::desk::DeskError;
 use crate::outbox::Outbox;
 use crate::store::{
     db, dynamic_query, max_cross_conversation_batch, placeholders, Delivery, Direct, NewMessage,
-    Store, StoreError,
+    Store, StoreError, TranscriptMessage,
 };
 
 /// Most replies stored in one transaction.
@@ -58,7 +58,7 @@ struct Destination {
 /// One reply waiting for the writer.
 struct Job {
     reply: Reply,
-    answer: oneshot::Sender<Result<Option<i64>, DeskError>>,
+    answer: oneshot::Sender<Result<Option<TranscriptMessage>, DeskError>>,
 }
 
 /// Stores agents' replies: through the batching writer (SQLite), or each in its request
@@ -95,14 +95,14 @@ impl Replies {
     }
 
     /// Stores an agent's reply while that agent owns the conversation, and queues its delivery.
-    /// Returns the message's sequence number, or `None` when the agent does not own the
-    /// conversation (or there is no such conversation): the caller finds out which.
+    /// Returns the message as stored, or `None` when the agent does not own the conversation (or
+    /// there is no such conversation): the caller finds out which.
     pub async fn post(
         &self,
         conversation_id: &str,
         agent_id: &str,
         message: NewMessage,
-    ) -> Result<Option<i64>, DeskError> {
+    ) -> Result<Option<TranscriptMessage>, DeskError> {
         let reply = Reply {
             conversation_id: conversation_id.to_string(),
             agent_id: agent_id.to_string(),
@@ -118,7 +118,7 @@ impl Replies {
                 Ok(mut r) => r.pop().unwrap_or(Posted::NotOwned),
                 Err(e) => Posted::Failed(e),
             };
-            let (answer, direct) = posted.answer();
+            let (answer, direct) = posted.answer(reply);
             if let Some(d) = direct {
                 self.outbox.deliver_now(vec![d]).await;
             }
@@ -183,7 +183,7 @@ async fn run(
         };
         let mut direct = Vec::new();
         for (job, result) in batch.into_iter().zip(results) {
-            let (answer, d) = result.answer();
+            let (answer, d) = result.answer(job.reply);
             direct.extend(d);
             let _ = job.answer.send(answer);
         }
@@ -205,10 +205,21 @@ enum Posted {
 }
 
 impl Posted {
-    /// What the agent is told, and what the outbox delivers.
-    fn answer(self) -> (Result<Option<i64>, DeskError>, Option<Direct>) {
+    /// What the agent is told (the reply as stored), and what the outbox delivers.
+    fn answer(
+        self,
+        reply: Reply,
+    ) -> (Result<Option<TranscriptMessage>, DeskError>, Option<Direct>) {
         match self {
-            Posted::Stored { seq, direct } => (Ok(Some(seq)), Some(*direct)),
+            Posted::Stored { seq, direct } => {
+                let stored = TranscriptMessage::stored(
+                    &reply.conversation_id,
+                    seq,
+                    direct.delivery.message_created_at,
+                    reply.message,
+                );
+                (Ok(Some(stored)), Some(*direct))
+            }
             Posted::NotOwned => (Ok(None), None),
             Posted::Failed(e) => (Err(DeskError::Store(e)), None),
         }

@@ -225,7 +225,11 @@ impl Gateway for Router {
                 message.channel
             )));
         }
-        let Ingested { ack, settled } = self.store.ingest(&message).await?;
+        let Ingested {
+            ack,
+            settled,
+            stored,
+        } = self.store.ingest(&message).await?;
         let channel = message.channel;
         if ack.duplicate {
             metrics::counter!(m::MESSAGES_DUPLICATE, "channel" => channel).increment(1);
@@ -237,7 +241,10 @@ impl Gateway for Router {
                 self.schedule(&ack.conversation_id);
             }
             // The turn, if any, touches the conversation again with what it changed.
-            self.live.messages_added(&ack.conversation_id);
+            match stored {
+                Some(stored) => self.live.message_stored(*stored),
+                None => self.live.messages_added(&ack.conversation_id),
+            }
         }
         Ok(ack)
     }

@@ -250,6 +250,30 @@ pub struct TranscriptMessage {
     pub annotations: serde_json::Value,
 }
 
+impl TranscriptMessage {
+    /// `message` as stored in `conversation_id` under `seq` at `created_at_ms`: what reading it
+    /// back would give.
+    pub fn stored(
+        conversation_id: &str,
+        seq: i64,
+        created_at_ms: i64,
+        message: NewMessage,
+    ) -> Self {
+        Self {
+            message: StoredMessage {
+                conversation_id: conversation_id.to_string(),
+                seq,
+                author: message.author,
+                text: message.text,
+                created_at_ms,
+                metadata: message.metadata,
+                quick_replies: message.quick_replies,
+            },
+            annotations: message.annotations,
+        }
+    }
+}
+
 /// Something that happened to a conversation: who changed its status, and why.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConversationEvent {
@@ -541,6 +565,44 @@ pub struct Ingested {
     /// then marked handled by a turn that only read it) and read once between, on the relay's
     /// busiest path.
     pub settled: bool,
+    /// The message as stored, when it is settled: nothing will change it, so the console feed
+    /// sends it as it is instead of reading it back.
+    pub stored: Option<Box<TranscriptMessage>>,
+}
+
+impl Ingested {
+    /// A message stored before under the same channel and external id.
+    fn duplicate(ack: Ack) -> Self {
+        Self {
+            ack,
+            settled: false,
+            stored: None,
+        }
+    }
+
+    /// A message stored now under `ack`, at `now`; settled or left to a bot turn.
+    fn new(ack: Ack, settled: bool, msg: &InboundMessage, now: i64) -> Self {
+        let stored = settled.then(|| {
+            let message = NewMessage {
+                author: Author::Customer,
+                text: msg.text.clone(),
+                quick_replies: Vec::new(),
+                annotations: serde_json::Value::Object(crate::pipeline::human_owner_annotations()),
+                metadata: msg.metadata.clone(),
+            };
+            Box::new(TranscriptMessage::stored(
+                &ack.conversation_id,
+                ack.seq,
+                now,
+                message,
+            ))
+        });
+        Self {
+            ack,
+            settled,
+            stored,
+        }
+    }
 }
 
 /// Most messages stored in one group commit.
@@ -566,28 +628,40 @@ const READER_CACHE_KIB: u32 = 16 * 1024;
 async fn sqlite_settings(
     conn: &mut sqlx::AnyConnection,
     cache_kib: u32,
+    extra: &str,
 ) -> std::result::Result<(), sqlx::Error> {
     conn.execute(sqlx::AssertSqlSafe(format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -{cache_kib}; {}",
+         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA cache_size = -{cache_kib}; {} {extra}",
         crate::checkpoints::PRAGMAS
     )))
     .await
     .map(|_| ())
 }
 
+/// The writer keeps its statement journals in memory.
+///
+/// Why: a statement that changes several rows inside a transaction (the group commits' multi-row
+/// inserts and updates) first copies each page it changes to a statement journal, so that a
+/// failing row can undo the statement alone. By default that journal goes to a temporary file
+/// past 64 KiB, and a batch of a few hundred messages changes hundreds of pages: in a profile of
+/// the customer phase of `bench relay`, writing that file was a fifth of the writer thread's
+/// time. In memory it is a copy. It holds the pages one statement changes, a few MiB at most,
+/// and nothing in it is needed after a crash (the transaction is then rolled back whole).
+const WRITER_PRAGMAS: &str = "PRAGMA temp_store = MEMORY;";
+
 fn sqlite_writer_settings<'c>(
     conn: &'c mut sqlx::AnyConnection,
     _meta: sqlx::pool::PoolConnectionMetadata,
 ) -> futures_util::future::BoxFuture<'c, std::result::Result<(), sqlx::Error>> {
-    Box::pin(sqlite_settings(conn, WRITER_CACHE_KIB))
+    Box::pin(sqlite_settings(conn, WRITER_CACHE_KIB, WRITER_PRAGMAS))
 }
 
 fn sqlite_reader_settings<'c>(
     conn: &'c mut sqlx::AnyConnection,
     _meta: sqlx::pool::PoolConnectionMetadata,
 ) -> futures_util::future::BoxFuture<'c, std::result::Result<(), sqlx::Error>> {
-    Box::pin(sqlite_settings(conn, READER_CACHE_KIB))
+    Box::pin(sqlite_settings(conn, READER_CACHE_KIB, ""))
 }
 
 /// A pool of `connections` to the SQLite file, each set up by `settings`.
@@ -962,10 +1036,7 @@ impl Store {
         for (i, msg) in messages.iter().enumerate() {
             let first = seen.insert((msg.channel.as_str(), msg.external_message_id.as_str()));
             if let Some(ack) = &duplicates[i] {
-                acks[i] = Some(Ingested {
-                    ack: ack.clone(),
-                    settled: false,
-                });
+                acks[i] = Some(Ingested::duplicate(ack.clone()));
             } else if let (true, Some(conversation)) = (first, &known[i]) {
                 *per_conversation
                     .entry(conversation.conversation_id.as_str())
@@ -991,15 +1062,17 @@ impl Store {
                                 conversation.conversation_id
                             ))
                         })?;
-                acks[i] = Some(Ingested {
-                    ack: Ack {
+                acks[i] = Some(Ingested::new(
+                    Ack {
                         conversation_id: conversation.conversation_id.clone(),
                         contact_id: conversation.contact_id.clone(),
                         seq: *seq,
                         duplicate: false,
                     },
-                    settled: *settled,
-                });
+                    *settled,
+                    messages[i],
+                    now,
+                ));
                 *seq += 1;
             }
             let rows: Vec<(&InboundMessage, &Ingested)> = fast
@@ -1091,10 +1164,7 @@ impl Store {
     ) -> Result<Ingested> {
         let (duplicates, known) = Self::find_duplicates_and_conversations(tx, &[msg]).await?;
         if let Some(ack) = duplicates.into_iter().next().flatten() {
-            return Ok(Ingested {
-                ack,
-                settled: false,
-            });
+            return Ok(Ingested::duplicate(ack));
         }
         let (conversation_id, contact_id) = match known.into_iter().next().flatten() {
             Some(found) => (found.conversation_id, found.contact_id),
@@ -1120,15 +1190,17 @@ impl Store {
                     "conversation {conversation_id} vanished while numbering"
                 ))
             })?;
-        let ingested = Ingested {
-            ack: Ack {
+        let ingested = Ingested::new(
+            Ack {
                 conversation_id,
                 contact_id,
                 seq,
                 duplicate: false,
             },
             settled,
-        };
+            msg,
+            now,
+        );
         Self::insert_customer_messages(tx, &[(msg, &ingested)], now).await?;
         Ok(ingested)
     }

@@ -628,8 +628,13 @@ async fn replies_over_the_console_socket_keep_their_order_and_are_refused_as_ove
         }
         let mut answers = std::collections::HashMap::new();
         let mut unnamed = Vec::new();
+        // The message frames of Anna's conversation, as the console got them.
+        let mut shown: Vec<Value> = Vec::new();
         while answers.len() < 5 || unnamed.is_empty() {
             let f = console.next().await;
+            if f["type"] == "message" && f["conversation_id"] == mine.as_str() {
+                shown.push(f["message"].clone());
+            }
             match (f["type"].as_str(), f["ref"].as_str()) {
                 (Some("sent" | "error"), Some(r)) => {
                     assert!(
@@ -686,6 +691,43 @@ async fn replies_over_the_console_socket_keep_their_order_and_are_refused_as_ove
         assert!(
             !has_text(&v, "agent", "not mine"),
             "a refused reply is not stored"
+        );
+
+        // The customer answers while Anna owns the conversation. The console shows each message
+        // once, in order, and the relay's messages (the replies, and these answers) exactly as
+        // the transcript has them: they are sent as they were stored, not read back.
+        says(&server, "s1", "s1-2", "thanks, that helps").await;
+        says(&server, "s1", "s1-3", "one more thing").await;
+        let v = wait_view(&server, &mine, "the customer's answers stored", |v| {
+            has_text(v, "customer", "one more thing")
+        })
+        .await;
+        let stored = v["messages"].as_array().expect("messages");
+        let last = stored.last().expect("a message")["seq"].clone();
+        while shown.last().map(|m| &m["seq"]) != Some(&last) {
+            let f = console.next().await;
+            if f["type"] == "message" && f["conversation_id"] == mine.as_str() {
+                shown.push(f["message"].clone());
+            }
+        }
+        let seqs: Vec<i64> = shown.iter().filter_map(|m| m["seq"].as_i64()).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "each message once, in order: {seqs:?}"
+        );
+        for m in shown
+            .iter()
+            .filter(|m| m["seq"].as_i64() >= Some(seq("r1")))
+        {
+            let same = stored.iter().find(|s| s["seq"] == m["seq"]);
+            assert_eq!(Some(m), same, "the console shows the message as stored");
+        }
+        assert!(
+            shown.iter().filter(|m| m["author"] == "agent").count() == 3
+                && shown
+                    .iter()
+                    .any(|m| m["author"] == "customer" && m["text"] == "thanks, that helps"),
+            "the replies and the customer's answers were shown: {shown:#?}"
         );
 
         // After a logout the socket takes no more replies: it says why and closes.
