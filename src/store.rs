@@ -709,7 +709,7 @@ impl Store {
                 sqlx::migrate!("./migrations").run(&write).await?;
                 let read = sqlite_pool(url, 4, sqlite_reader_settings).await?;
                 let checkpointer = sqlite_pool(url, 1, sqlite_reader_settings).await?;
-                checkpoints = Some(Arc::new(Checkpoints::start(checkpointer)));
+                checkpoints = Some(Arc::new(Checkpoints::start(checkpointer, write.clone())));
                 (write, read)
             }
             Backend::Postgres => {

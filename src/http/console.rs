@@ -127,6 +127,17 @@ enum ClientFrame {
     Ping,
 }
 
+/// The answer to a stored reply (written without building a `serde_json::Value`: one per reply).
+#[derive(serde::Serialize)]
+struct SentFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ref")]
+    reference: &'a str,
+    conversation_id: &'a str,
+    seq: i64,
+}
+
 /// An `error` frame; `reference` names the reply it answers.
 fn error_frame(reference: Option<&str>, e: &ApiError) -> serde_json::Value {
     e.record();
@@ -175,16 +186,17 @@ async fn answer_replies(sink: &mut Sink, replies: &mut SocketReplies, first: Ans
     let mut next = Some(first);
     while let Some(a) = next.take() {
         let frame = match a.result {
-            Ok(seq) => {
-                json!({ "type": "sent", "ref": a.reference, "conversation_id": a.conversation_id, "seq": seq })
-            }
-            Err(e) => error_frame(Some(&a.reference), &desk_error(e)),
+            Ok(seq) => serde_json::to_string(&SentFrame {
+                kind: "sent",
+                reference: &a.reference,
+                conversation_id: &a.conversation_id,
+                seq,
+            })
+            // Strings and a number: writing it cannot fail.
+            .unwrap_or_default(),
+            Err(e) => error_frame(Some(&a.reference), &desk_error(e)).to_string(),
         };
-        if sink
-            .feed(Message::Text(frame.to_string().into()))
-            .await
-            .is_err()
-        {
+        if sink.feed(Message::Text(frame.into())).await.is_err() {
             return false;
         }
         next = replies.ready();
