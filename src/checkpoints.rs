@@ -100,25 +100,7 @@ async fn checkpoint(pool: &AnyPool) -> Result<(i64, i64), sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sqlx::Executor;
-
-    async fn pool(url: &str) -> AnyPool {
-        sqlx::any::install_default_drivers();
-        sqlx::any::AnyPoolOptions::new()
-            .max_connections(1)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(sqlx::AssertSqlSafe(format!(
-                        "PRAGMA journal_mode = WAL; {PRAGMAS}"
-                    )))
-                    .await
-                    .map(|_| ())
-                })
-            })
-            .connect(url)
-            .await
-            .expect("open the database")
-    }
+    use crate::store::{sqlite_pool, sqlite_reader_settings, sqlite_writer_settings};
 
     /// A write transaction begun (its snapshot taken) and left open.
     async fn writing(writer: &AnyPool) -> sqlx::Transaction<'static, sqlx::Any> {
@@ -144,8 +126,14 @@ mod tests {
     async fn the_log_starts_over_after_start_over_and_grows_without_it() {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("ckpt.db").display());
-        let writer = pool(&url).await;
-        let checkpointer = pool(&url).await;
+        sqlx::any::install_default_drivers();
+        // The store's own pools, as `Store::open` makes them.
+        let writer = sqlite_pool(&url, 1, sqlite_writer_settings)
+            .await
+            .expect("writer");
+        let checkpointer = sqlite_pool(&url, 1, sqlite_reader_settings)
+            .await
+            .expect("checkpointer");
         sqlx::query("CREATE TABLE t (x TEXT)")
             .execute(&writer)
             .await

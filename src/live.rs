@@ -96,6 +96,19 @@ struct Sent {
     assignee: Option<String>,
 }
 
+impl Sent {
+    /// Who may see a frame about the conversation that changes neither its team nor its assignee
+    /// (a message, typing): whoever saw its last summary.
+    fn scope(&self) -> Scope {
+        Scope::Conversation {
+            team: self.team.clone(),
+            assignee: self.assignee.clone(),
+            previous_assignee: None,
+            previous_team: None,
+        }
+    }
+}
+
 struct Ring {
     next_seq: u64,
     frames: VecDeque<Arc<Frame>>,
@@ -375,16 +388,10 @@ impl Live {
 
     /// The customer started or stopped typing (not replayed: it is stale by then).
     pub fn customer_typing(&self, conversation_id: &str, typing: bool) {
-        let scope = {
-            let sent = self.sent();
-            let s = sent.get(conversation_id).cloned().unwrap_or_default();
-            Scope::Conversation {
-                team: s.team,
-                assignee: s.assignee,
-                previous_assignee: None,
-                previous_team: None,
-            }
-        };
+        let scope = self
+            .sent()
+            .get(conversation_id)
+            .map_or_else(|| Sent::default().scope(), Sent::scope);
         let frame = Arc::new(Frame {
             seq: 0,
             scope,
@@ -448,7 +455,7 @@ impl Live {
                     assignee,
                 },
             );
-            self.publish_message_frames(&scope, &id, messages);
+            self.publish_message_frames(&scope, &id, &messages);
             for e in events {
                 self.publish(
                     scope.clone(),
@@ -492,15 +499,9 @@ impl Live {
                 }
                 let Some(last) = fresh.last() else { continue };
                 s.last_seq = last.message.seq;
-                let scope = Scope::Conversation {
-                    team: s.team.clone(),
-                    assignee: s.assignee.clone(),
-                    previous_assignee: None,
-                    previous_team: None,
-                };
-                (scope, fresh)
+                (s.scope(), fresh)
             };
-            self.publish_message_frames(&scope, &id, fresh);
+            self.publish_message_frames(&scope, &id, &fresh);
         }
         to_read
     }
@@ -529,14 +530,9 @@ impl Live {
                 if let Some(last) = new.last() {
                     s.last_seq = s.last_seq.max(last.message.seq);
                 }
-                Scope::Conversation {
-                    team: s.team.clone(),
-                    assignee: s.assignee.clone(),
-                    previous_assignee: None,
-                    previous_team: None,
-                }
+                s.scope()
             };
-            self.publish_message_frames(&scope, &id, new);
+            self.publish_message_frames(&scope, &id, &new);
         }
         Ok(())
     }
@@ -545,8 +541,8 @@ impl Live {
     ///
     /// Written straight from the message: building a `serde_json::Value` first (a map for the
     /// frame and one for the message) was half the feed's cost per message on the relay path.
-    fn publish_message_frames(&self, scope: &Scope, id: &str, messages: Vec<TranscriptMessage>) {
-        for message in &messages {
+    fn publish_message_frames(&self, scope: &Scope, id: &str, messages: &[TranscriptMessage]) {
+        for message in messages {
             self.publish_as(scope.clone(), |seq| {
                 let frame = MessageFrame {
                     kind: "message",

@@ -225,11 +225,9 @@ impl Gateway for Router {
                 message.channel
             )));
         }
-        let Ingested {
-            ack,
-            settled,
-            stored,
-        } = self.store.ingest(&message).await?;
+        let ingested = self.store.ingest(&message).await?;
+        let settled = ingested.settled();
+        let Ingested { ack, stored } = ingested;
         let channel = message.channel;
         if ack.duplicate {
             metrics::counter!(m::MESSAGES_DUPLICATE, "channel" => channel).increment(1);

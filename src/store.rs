@@ -557,6 +557,12 @@ struct IngestJob {
 #[derive(Debug, Clone)]
 pub struct Ingested {
     pub ack: Ack,
+    /// The message as stored, when it is settled (see `settled`): nothing will change it, so the
+    /// console feed sends it as it is instead of reading it back.
+    pub stored: Option<Box<TranscriptMessage>>,
+}
+
+impl Ingested {
     /// The message needs no bot turn, and none must run for it: a person owns the conversation
     /// and no earlier message waits for a turn, so the store recorded the silent turn with the
     /// message (`processed_seq` moved to it, annotated as the ownership stage would).
@@ -564,20 +570,13 @@ pub struct Ingested {
     /// Why: on a conversation an agent handles, every customer message was written twice (stored,
     /// then marked handled by a turn that only read it) and read once between, on the relay's
     /// busiest path.
-    pub settled: bool,
-    /// The message as stored, when it is settled: nothing will change it, so the console feed
-    /// sends it as it is instead of reading it back.
-    pub stored: Option<Box<TranscriptMessage>>,
-}
+    pub fn settled(&self) -> bool {
+        self.stored.is_some()
+    }
 
-impl Ingested {
     /// A message stored before under the same channel and external id.
     fn duplicate(ack: Ack) -> Self {
-        Self {
-            ack,
-            settled: false,
-            stored: None,
-        }
+        Self { ack, stored: None }
     }
 
     /// A message stored now under `ack`, at `now`; settled or left to a bot turn.
@@ -597,11 +596,7 @@ impl Ingested {
                 message,
             ))
         });
-        Self {
-            ack,
-            settled,
-            stored,
-        }
+        Self { ack, stored }
     }
 }
 
@@ -650,14 +645,14 @@ async fn sqlite_settings(
 /// and nothing in it is needed after a crash (the transaction is then rolled back whole).
 const WRITER_PRAGMAS: &str = "PRAGMA temp_store = MEMORY;";
 
-fn sqlite_writer_settings<'c>(
+pub(crate) fn sqlite_writer_settings<'c>(
     conn: &'c mut sqlx::AnyConnection,
     _meta: sqlx::pool::PoolConnectionMetadata,
 ) -> futures_util::future::BoxFuture<'c, std::result::Result<(), sqlx::Error>> {
     Box::pin(sqlite_settings(conn, WRITER_CACHE_KIB, WRITER_PRAGMAS))
 }
 
-fn sqlite_reader_settings<'c>(
+pub(crate) fn sqlite_reader_settings<'c>(
     conn: &'c mut sqlx::AnyConnection,
     _meta: sqlx::pool::PoolConnectionMetadata,
 ) -> futures_util::future::BoxFuture<'c, std::result::Result<(), sqlx::Error>> {
@@ -669,7 +664,7 @@ fn sqlite_reader_settings<'c>(
 /// No ping before each use: a SQLite connection lives in this process and cannot drop, and the
 /// ping was a round trip to the connection's thread (a thread wake-up) before every statement: in
 /// a profile, a third of a point read's cost.
-async fn sqlite_pool<F>(url: &str, connections: u32, settings: F) -> Result<AnyPool>
+pub(crate) async fn sqlite_pool<F>(url: &str, connections: u32, settings: F) -> Result<AnyPool>
 where
     F: for<'c> Fn(
             &'c mut sqlx::AnyConnection,
@@ -1237,7 +1232,7 @@ impl Store {
                 .bind(&msg.channel)
                 .bind(&msg.external_message_id)
                 .bind(msg.metadata.to_string())
-                .bind(if ingested.settled {
+                .bind(if ingested.settled() {
                     silent.as_str()
                 } else {
                     "{}"
@@ -2487,7 +2482,7 @@ mod tests {
                     .await
                     .expect("first");
                 assert!(
-                    !first.settled,
+                    !first.settled(),
                     "{backend:?}: the bot owns a new conversation"
                 );
                 ids.insert(contact, first.ack.conversation_id);
@@ -2529,7 +2524,7 @@ mod tests {
                     .ingest(&inbound(contact, &format!("{contact}2")))
                     .await
                     .expect("ingest");
-                settled_alone.push((got.ack.seq, got.settled));
+                settled_alone.push((got.ack.seq, got.settled()));
             }
             assert_eq!(
                 settled_alone,
@@ -2546,7 +2541,7 @@ mod tests {
             let settled_batch: Vec<(i64, bool)> = ingest_as_one_batch(&store, &batch)
                 .await
                 .into_iter()
-                .map(|a| (a.ack.seq, a.settled))
+                .map(|a| (a.ack.seq, a.settled()))
                 .collect();
             assert_eq!(
                 settled_batch,
