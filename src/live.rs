@@ -17,7 +17,7 @@
 //! The feed is per gateway process. Several processes behind a load balancer would need a shared
 //! bus (PostgreSQL LISTEN/NOTIFY); not built yet.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -137,8 +137,11 @@ enum Change {
     /// Only new messages (a customer's, or an agent's reply): nothing in its summary but what the
     /// message frames carry.
     Messages,
-    /// Anything: status, assignment, events, rating, annotations.
+    /// Anything: status, assignment, events, rating.
     Any,
+    /// A bot turn: anything, and the message at this seq got its annotations (intent, emotion),
+    /// so it is sent again even if consoles had it (they replace it, badges and all).
+    Turn(i64),
 }
 
 /// A `message` frame as consoles get it.
@@ -160,10 +163,14 @@ struct NewMessages {
     unknown: bool,
 }
 
+/// A conversation to read whole: its id, and the seq of the first message to send again (an
+/// annotated one consoles already have).
+type Changed = (String, Option<i64>);
+
 /// A batch of touches sorted: conversations to read whole, and those that only got messages.
 #[derive(Debug, Default)]
 struct Sorted {
-    changed: Vec<String>,
+    changed: Vec<Changed>,
     messages_only: Vec<(String, NewMessages)>,
 }
 
@@ -180,24 +187,35 @@ pub enum Resume {
 /// whole (its first frame is its summary).
 fn sort_touches(touches: Vec<(String, Change)>, sent: &HashMap<String, Sent>) -> Sorted {
     let mut order = Vec::new();
-    let mut whole: HashSet<String> = HashSet::new();
+    // Read whole, with the first seq to send again.
+    let mut whole: HashMap<String, Option<i64>> = HashMap::new();
     let mut messages: HashMap<String, NewMessages> = HashMap::new();
     for (id, change) in touches {
-        if !whole.contains(&id) && !messages.contains_key(&id) {
+        if !whole.contains_key(&id) && !messages.contains_key(&id) {
             order.push(id.clone());
         }
-        if matches!(change, Change::Any) || !sent.contains_key(&id) {
+        let resend = match change {
+            Change::Turn(seq) => Some(Some(seq)),
+            Change::Any => Some(None),
+            _ if !sent.contains_key(&id) => Some(None),
+            _ => None,
+        };
+        if let Some(resend) = resend {
             messages.remove(&id);
-            whole.insert(id);
+            let from = whole.entry(id).or_insert(resend);
+            *from = match (*from, resend) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             continue;
         }
-        if whole.contains(&id) {
+        if whole.contains_key(&id) {
             continue;
         }
         let new = messages.entry(id).or_default();
         match change {
             Change::Stored(m) => new.stored.push(*m),
-            Change::Messages | Change::Any => new.unknown = true,
+            Change::Messages | Change::Any | Change::Turn(_) => new.unknown = true,
         }
     }
     let mut sorted = Sorted::default();
@@ -206,7 +224,8 @@ fn sort_touches(touches: Vec<(String, Change)>, sent: &HashMap<String, Sent>) ->
             new.stored.sort_by_key(|m| m.message.seq);
             sorted.messages_only.push((id, new));
         } else {
-            sorted.changed.push(id);
+            let resend = whole.get(&id).copied().flatten();
+            sorted.changed.push((id, resend));
         }
     }
     sorted
@@ -269,6 +288,15 @@ impl Live {
         let _ = self
             .touched
             .send((conversation_id.to_string(), Change::Any));
+    }
+
+    /// A bot turn changed the conversation and annotated its message at `annotated_seq`:
+    /// consoles get that message again with its intent and emotion, as well as what `touch`
+    /// sends. (The customer's message reached them when it was stored, before the turn.)
+    pub fn turn_done(&self, conversation_id: &str, annotated_seq: i64) {
+        let _ = self
+            .touched
+            .send((conversation_id.to_string(), Change::Turn(annotated_seq)));
     }
 
     /// The conversation only got new messages: consoles will get them. Its summary is not read
@@ -404,8 +432,13 @@ impl Live {
 
     /// Turns changed conversations into frames: their summaries, new messages and event counts
     /// are read once for the whole batch (the changes of a busy gateway come in bursts).
-    async fn publish_conversations(&self, ids: &[String]) -> anyhow::Result<()> {
-        let summaries = self.store.summaries_of(ids, |c| self.kind_of(c)).await?;
+    async fn publish_conversations(&self, changed: &[Changed]) -> anyhow::Result<()> {
+        let ids: Vec<String> = changed.iter().map(|(id, _)| id.clone()).collect();
+        let resend: HashMap<&str, i64> = changed
+            .iter()
+            .filter_map(|(id, from)| from.map(|f| (id.as_str(), f)))
+            .collect();
+        let summaries = self.store.summaries_of(&ids, |c| self.kind_of(c)).await?;
         let previous: HashMap<String, Sent> = {
             let sent = self.sent();
             ids.iter()
@@ -413,10 +446,14 @@ impl Live {
                 .collect()
         };
         // First time this process sees a conversation: only its newest message and event are news.
+        // An annotated message is news again.
         let after: Vec<(String, i64)> = summaries
             .iter()
             .map(|s| {
                 let seq = previous.get(&s.id).map_or(s.last_seq - 1, |p| p.last_seq);
+                let seq = resend
+                    .get(s.id.as_str())
+                    .map_or(seq, |&from| seq.min(from - 1));
                 (s.id.clone(), seq)
             })
             .collect();
@@ -445,11 +482,15 @@ impl Live {
                     .map(|p| p.team.clone())
                     .filter(|t| *t != summary.team),
             };
-            let last_seq = messages.last().map_or(after_seq, |m| m.message.seq);
+            let last_seq = messages
+                .last()
+                .map_or(after_seq, |m| m.message.seq)
+                .max(after_seq)
+                .max(previous.map_or(0, |p| p.last_seq));
             self.sent().insert(
                 id.clone(),
                 Sent {
-                    last_seq: last_seq.max(after_seq),
+                    last_seq,
                     events: events_total,
                     team: summary.team.clone(),
                     assignee,
@@ -590,7 +631,7 @@ mod tests {
 
     #[test]
     fn touches_sort_into_whole_reads_and_messages_each_conversation_once() {
-        let sent: HashMap<String, Sent> = ["a", "b", "c", "d"]
+        let sent: HashMap<String, Sent> = ["a", "b", "c", "d", "e"]
             .into_iter()
             .map(|id| (id.to_string(), Sent::default()))
             .collect();
@@ -605,24 +646,32 @@ mod tests {
                 ("d".into(), Change::Any),
                 stored("d", 3),
                 stored("new", 1),
+                stored("b", 4),
+                ("b".into(), Change::Turn(4)),
+                ("b".into(), Change::Turn(3)),
+                ("b".into(), Change::Any),
+                ("e".into(), Change::Any),
+                ("e".into(), Change::Turn(8)),
             ],
             &sent,
         );
-        // Anything else changed, or never sent before: read whole.
-        assert_eq!(sorted.changed, vec!["d".to_string(), "new".to_string()]);
+        // Anything else changed, or never sent before: read whole. A turn's annotated message is
+        // sent again, from the oldest one.
+        assert_eq!(
+            sorted.changed,
+            vec![
+                ("b".to_string(), Some(3)),
+                ("d".to_string(), None),
+                ("new".to_string(), None),
+                ("e".to_string(), Some(8)),
+            ]
+        );
         let only: Vec<(&str, Vec<i64>, bool)> = sorted
             .messages_only
             .iter()
             .map(|(id, new)| (id.as_str(), seqs(new), new.unknown))
             .collect();
-        assert_eq!(
-            only,
-            vec![
-                ("a", vec![6, 7], false),
-                ("b", vec![3], false),
-                ("c", vec![9], true),
-            ]
-        );
+        assert_eq!(only, vec![("a", vec![6, 7], false), ("c", vec![9], true),]);
     }
 
     #[tokio::test]
@@ -675,5 +724,93 @@ mod tests {
             .publish_stored(vec![("a".into(), new(&[5], false))])
             .is_empty());
         assert!(frames.try_recv().is_err(), "nothing sent twice");
+    }
+
+    /// The bug this guards against: a console with the conversation open got the customer's
+    /// message when it was stored, before the bot turn annotated it, and never saw its intent
+    /// and emotion badges.
+    #[tokio::test]
+    async fn a_bot_turn_sends_its_annotated_message_again_and_the_rest_once() {
+        use crate::store::{Committed, NewMessage, TurnOutcome};
+        use frontdesk_channels::InboundMessage;
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("live.db").display());
+        let store = Store::open(&url, 2).await.expect("open");
+        let (live, _task) = Live::new(
+            store.clone(),
+            Arc::new(Registry::new(None, "webchat", 4096)),
+        );
+        let mut frames = live.subscribe();
+        let mut next = || -> serde_json::Value {
+            let frame = frames.try_recv().expect("a frame");
+            serde_json::from_str(frame.json.as_str()).expect("json")
+        };
+        let ack = store
+            .ingest(&InboundMessage {
+                channel: "webchat".into(),
+                contact_external_id: "visitor".into(),
+                external_message_id: "m1".into(),
+                text: "this is the third time I ask!".into(),
+                contact_name: None,
+                contact_email: None,
+                metadata: json!({}),
+            })
+            .await
+            .expect("ingest")
+            .ack;
+        let id = ack.conversation_id.clone();
+
+        // Stored: consoles get it without annotations.
+        live.publish_conversations(&[(id.clone(), None)])
+            .await
+            .expect("publish");
+        let first = next();
+        assert_eq!(first["type"], "message");
+        assert_eq!(first["message"]["seq"], 1);
+        assert_eq!(first["message"]["annotations"], json!({}));
+        assert_eq!(next()["type"], "conversation");
+
+        // The bot's turn annotates it and replies.
+        let annotations = json!({ "emotion": { "label": "angry", "score": 0.93 } });
+        let turn = TurnOutcome {
+            conversation_id: id.clone(),
+            contact_id: String::new(),
+            channel: "webchat".into(),
+            target: String::new(),
+            expected_processed_seq: 0,
+            started_status: "bot".into(),
+            rating: None,
+            message_seq: ack.seq,
+            message_annotations: annotations.clone(),
+            language: None,
+            status_change: None,
+            unanswered: None,
+            replies: vec![NewMessage::text(Author::Bot, "Sorry about that.")],
+            channel_replays_from_store: true,
+        };
+        let committed = store.commit_turn(&turn, 0).await.expect("commit");
+        assert!(matches!(committed, Committed::Stored(_)));
+        let sorted = sort_touches(vec![(id.clone(), Change::Turn(ack.seq))], &live.sent());
+        live.publish_conversations(&sorted.changed)
+            .await
+            .expect("publish");
+
+        // The customer's message again, with its badges; then the reply; each once.
+        let again = next();
+        assert_eq!(again["message"]["seq"], 1);
+        assert_eq!(again["message"]["annotations"], annotations);
+        let reply = next();
+        assert_eq!(reply["message"]["seq"], 2);
+        assert_eq!(reply["message"]["author"], "bot");
+        assert_eq!(next()["type"], "conversation");
+        assert_eq!(live.sent()[&id].last_seq, 2);
+
+        // A plain touch afterwards sends neither again.
+        live.publish_conversations(&[(id.clone(), None)])
+            .await
+            .expect("publish");
+        assert_eq!(next()["type"], "conversation");
+        assert!(frames.try_recv().is_err(), "no message sent twice");
     }
 }

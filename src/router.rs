@@ -205,7 +205,7 @@ impl Router {
                         self.queue_wakeup.notify_one();
                     }
                 }
-                self.live.touch(conversation_id);
+                self.live.turn_done(conversation_id, outcome.message_seq);
                 if pending.len() == 1 {
                     // That was the last one: a message stored since then has called `schedule`,
                     // which runs this again. Reading again now would find nothing.

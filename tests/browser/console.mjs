@@ -308,7 +308,15 @@ async function main() {
     check(!HANDOFF.test(reply.text), `step 5: the bot handed off again instead of answering: ${JSON.stringify(reply.text)}`);
     const agentAfter = (await widgetMessages(customer)).filter((m) => m.author === 'agent' && m.seq > mine.seq);
     check(agentAfter.length === 0, `step 5: an agent message after the hand-back: ${JSON.stringify(agentAfter)}`);
-    console.log(`ok 5 - handed back; the bot answered ${JSON.stringify(reply.text.slice(0, 80))}`);
+    // The console had the conversation open: the question reached it when it was stored, before
+    // the bot understood it; it is redrawn with its intent badge, once, and the bot's answer follows.
+    const asked = `${tid('transcript')} ${tid('message')}[data-seq="${mine.seq}"]`;
+    await waitFor(`step 5: the question after the hand-back (seq ${mine.seq}) with its intent badge (data-testid=badge-intent) in the open console`, async () =>
+      (await agent.locator(`${asked} ${tid('badge-intent')}`).count()) === 1);
+    check((await agent.locator(asked).count()) === 1, 'step 5: the annotated question is shown twice in the console');
+    await waitFor(`step 5: the bot's answer (seq ${reply.seq}) in the open console`, async () =>
+      (await agent.locator(`${tid('transcript')} [data-author="bot"][data-seq="${reply.seq}"]`).count()) === 1);
+    console.log(`ok 5 - handed back; the bot answered ${JSON.stringify(reply.text.slice(0, 80))}; the console shows the question's intent`);
 
     // 6. At 800 px the console still shows the lists, the conversation and a usable composer.
     await agent.setViewportSize({ width: 800, height: 700 });

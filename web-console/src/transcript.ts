@@ -15,7 +15,8 @@ interface Item {
 export class Transcript {
   readonly el: HTMLElement = h('div', { class: 'log', testid: 'transcript', role: 'log', 'aria-live': 'polite' });
   private items: Item[] = [];
-  private readonly seqs = new Set<number>();
+  // Shown messages by seq.
+  private readonly messages = new Map<number, Item>();
   private readonly eventKeys = new Set<string>();
   private customerName = 'Customer';
   // Whether the view follows the newest line: true until the agent scrolls up to read.
@@ -31,7 +32,7 @@ export class Transcript {
 
   reset(summary: Summary, messages: Message[], events: ConversationEvent[]): void {
     this.items = [];
-    this.seqs.clear();
+    this.messages.clear();
     this.eventKeys.clear();
     this.customerName = summary.contact.name ? contactName(summary.contact.name) : 'Customer';
     this.el.replaceChildren();
@@ -41,11 +42,19 @@ export class Transcript {
     this.scrollToEnd();
   }
 
-  /** Adds a message unless it is already shown; true when it was new. */
+  /** Adds a message, or redraws it when it is already shown (the server sends a customer's
+   * message again once the bot has found its intent and emotion); true when it was new. */
   addMessage(m: Message, live = true): boolean {
-    if (this.seqs.has(m.seq)) return false;
-    this.seqs.add(m.seq);
-    this.insert({ at: m.created_at_ms, order: m.seq, el: this.messageEl(m) }, live);
+    const shown = this.messages.get(m.seq);
+    if (shown) {
+      const el = this.messageEl(m);
+      shown.el.replaceWith(el);
+      shown.el = el;
+      return false;
+    }
+    const item = { at: m.created_at_ms, order: m.seq, el: this.messageEl(m) };
+    this.messages.set(m.seq, item);
+    this.insert(item, live);
     return true;
   }
 
