@@ -86,7 +86,16 @@ async fn run(pool: AnyPool, writer: AnyPool, stop: CancellationToken) {
 /// does not when a reader still reads older frames: the next round tries again.)
 async fn start_over(pool: &AnyPool, writer: &AnyPool) -> Result<(), sqlx::Error> {
     let _no_writes = writer.acquire().await?;
-    checkpoint(pool).await.map(|_| ())
+    let held = std::time::Instant::now();
+    let (log, copied) = checkpoint(pool).await?;
+    // How long writes waited: a stall every message in flight sees.
+    tracing::debug!(
+        held_ms = held.elapsed().as_secs_f64() * 1000.0,
+        log,
+        copied,
+        "WAL checkpoint holding the writer"
+    );
+    Ok(())
 }
 
 /// One PASSIVE checkpoint: the log's frames, and those copied back.
