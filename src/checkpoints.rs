@@ -111,12 +111,31 @@ mod tests {
     use super::*;
     use crate::store::{sqlite_pool, sqlite_reader_settings, sqlite_writer_settings};
 
-    /// A write transaction begun (its snapshot taken) and left open.
-    async fn writing(writer: &AnyPool) -> sqlx::Transaction<'static, sqlx::Any> {
+    /// The store's writer pool, as `Store::open` makes it, on a new file with a table `t`.
+    async fn writer_with_table(path: &std::path::Path) -> (String, AnyPool) {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        sqlx::any::install_default_drivers();
+        let writer = sqlite_pool(&url, 1, sqlite_writer_settings)
+            .await
+            .expect("writer");
+        sqlx::query("CREATE TABLE t (x TEXT)")
+            .execute(&writer)
+            .await
+            .expect("table");
+        (url, writer)
+    }
+
+    /// A write transaction of `rows` rows of `bytes` bytes, begun (its snapshot taken) and left
+    /// open.
+    async fn writing(
+        writer: &AnyPool,
+        rows: usize,
+        bytes: usize,
+    ) -> sqlx::Transaction<'static, sqlx::Any> {
         let mut tx = writer.begin().await.expect("begin");
-        for _ in 0..20 {
+        for _ in 0..rows {
             sqlx::query("INSERT INTO t (x) VALUES ($1)")
-                .bind("x".repeat(1000))
+                .bind("x".repeat(bytes))
                 .execute(&mut *tx)
                 .await
                 .expect("insert");
@@ -134,27 +153,19 @@ mod tests {
     #[tokio::test]
     async fn the_log_starts_over_after_start_over_and_grows_without_it() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ckpt.db").display());
-        sqlx::any::install_default_drivers();
         // The store's own pools, as `Store::open` makes them.
-        let writer = sqlite_pool(&url, 1, sqlite_writer_settings)
-            .await
-            .expect("writer");
+        let (url, writer) = writer_with_table(&dir.path().join("ckpt.db")).await;
         let checkpointer = sqlite_pool(&url, 1, sqlite_reader_settings)
             .await
             .expect("checkpointer");
-        sqlx::query("CREATE TABLE t (x TEXT)")
-            .execute(&writer)
-            .await
-            .expect("table");
 
         // Each commit begins while the one before is being copied back.
         let mut sizes = Vec::new();
-        let mut tx = writing(&writer).await;
+        let mut tx = writing(&writer, 20, 1000).await;
         for _ in 0..3 {
             log_frames(&checkpointer).await;
             tx.commit().await.expect("commit");
-            tx = writing(&writer).await;
+            tx = writing(&writer, 20, 1000).await;
             sizes.push(log_frames(&checkpointer).await);
         }
         assert!(
@@ -169,11 +180,38 @@ mod tests {
         start_over(&checkpointer, &writer)
             .await
             .expect("start over");
-        writing(&writer).await.commit().await.expect("commit");
+        writing(&writer, 20, 1000)
+            .await
+            .commit()
+            .await
+            .expect("commit");
         let after = log_frames(&checkpointer).await;
         assert!(
             after < grown / 2,
             "the commit after start_over writes from the log's start: {after} frames, {grown} before"
+        );
+    }
+
+    /// The writer's page cache is small, but a transaction that changes far more pages than it
+    /// holds keeps them until its commit instead of spilling them to the log as it goes.
+    #[tokio::test]
+    async fn the_writer_keeps_a_large_transaction_out_of_the_log_until_it_commits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_, writer) = writer_with_table(&dir.path().join("spill.db")).await;
+        let wal = || std::fs::metadata(dir.path().join("spill.db-wal")).map_or(0, |m| m.len());
+        let before = wal();
+        // About 12 MiB: six times the writer's page cache.
+        let tx = writing(&writer, 3000, 4000).await;
+        let during = wal();
+        tx.commit().await.expect("commit");
+        let after = wal();
+        assert!(
+            during - before < 1 << 20,
+            "pages spilled to the log before the commit: {before} -> {during} bytes"
+        );
+        assert!(
+            after - before > 10 << 20,
+            "the commit wrote the transaction: {before} -> {after} bytes"
         );
     }
 }

@@ -2290,45 +2290,6 @@ impl frontdesk_channels::ChannelState for Store {
 mod tests {
     use super::*;
 
-    /// The writer's page cache is small, but a transaction that changes far more pages than it
-    /// holds keeps them until its commit instead of spilling them to the log as it goes.
-    #[tokio::test]
-    async fn the_writer_keeps_a_large_transaction_out_of_the_log_until_it_commits() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("spill.db");
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        sqlx::any::install_default_drivers();
-        let writer = sqlite_pool(&url, 1, sqlite_writer_settings)
-            .await
-            .expect("writer");
-        sqlx::query("CREATE TABLE t (x TEXT)")
-            .execute(&writer)
-            .await
-            .expect("table");
-        let wal = || std::fs::metadata(dir.path().join("spill.db-wal")).map_or(0, |m| m.len());
-        let before = wal();
-        let mut tx = writer.begin().await.expect("begin");
-        // About 12 MiB: six times the writer's page cache.
-        for _ in 0..3000 {
-            sqlx::query("INSERT INTO t (x) VALUES ($1)")
-                .bind("x".repeat(4000))
-                .execute(&mut *tx)
-                .await
-                .expect("insert");
-        }
-        let during = wal();
-        tx.commit().await.expect("commit");
-        let after = wal();
-        assert!(
-            during - before < 1 << 20,
-            "pages spilled to the log before the commit: {before} -> {during} bytes"
-        );
-        assert!(
-            after - before > 10 << 20,
-            "the commit wrote the transaction: {before} -> {after} bytes"
-        );
-    }
-
     /// A fresh SQLite file, and a fresh PostgreSQL database when FRONTDESK_TEST_DATABASE_URL is
     /// set (`scripts/test` sets it).
     async fn stores(dir: &std::path::Path) -> Vec<Store> {
