@@ -12,7 +12,9 @@
 //! list shows of it (the last message, its time, a customer's emotion), so the console updates the
 //! conversation's row from it. A message nothing will change after it is stored (an agent's reply,
 //! a customer's message while a person owns the conversation) comes with the touch
-//! (`message_stored`) and is not read back at all, unless the feed is missing one before it.
+//! (`message_stored`) and is not read back at all, unless the feed is missing one before it. A
+//! bot turn (`turn_done`) annotated a message consoles already have: it is read and sent again,
+//! with every message after it, and consoles redraw it in place.
 //!
 //! The feed is per gateway process. Several processes behind a load balancer would need a shared
 //! bus (PostgreSQL LISTEN/NOTIFY); not built yet.
